@@ -1,0 +1,41 @@
+# whisperkd: `make demo` runs the offline demo, `make test` runs the tests.
+# Both create the environment from nothing: a git-ignored .venv/ at the repo root,
+# torch==2.13.0 (CPU wheel) first, then this package, plus Debian packages when apt is available.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_STAMP := $(VENV)/.system-packages
+# Debian packages the tests and the demo use: speech engines for the synthetic corpus, sox for audio checks.
+SYSTEM_PACKAGES := espeak-ng flite festival festlex-cmu festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox libsndfile1
+
+.PHONY: test demo demo-quick install system-packages clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test,text,piper,postgres]'
+	touch $(STAMP)
+
+system-packages: $(SYSTEM_STAMP)
+
+$(SYSTEM_STAMP): Makefile
+	@mkdir -p $(VENV)
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		fi; \
+	else echo "apt-get not available (or not root): speech engines must be installed by hand: $(SYSTEM_PACKAGES)"; fi
+	touch $(SYSTEM_STAMP)
+
+test: $(STAMP) $(SYSTEM_STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache
