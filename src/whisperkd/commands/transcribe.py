@@ -1,0 +1,45 @@
+"""``whisperkd transcribe MODEL AUDIO...``: greedy English transcripts, one line per file or JSONL."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from whisperkd.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("transcribe", help="transcribe audio files with any Whisper model (greedy, English)")
+    p.add_argument("model", help="tiny.en, base, an HF Whisper directory, a run folder or a hub id")
+    p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg; at most 30 s each)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--jsonl", action="store_true", help="print one JSON object per file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from whisperkd.data.audio import AudioSkip, DurationFilter, load_audio
+    from whisperkd.models.loading import load_model, load_processor
+    from whisperkd.transcribe import transcribe_arrays
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    audios = []
+    for path in args.audio:
+        try:
+            audios.append(load_audio(path, durations=DurationFilter(0.0, 30.0)))
+        except AudioSkip as skip:
+            raise UserError(f"{path}: unusable audio ({skip}); pass a readable wav/flac/ogg file of at most 30 s") from None
+    model, processor = load_model(args.model), load_processor(args.model)
+    start = time.perf_counter()
+    texts = transcribe_arrays(model, processor, audios, batch_size=args.batch_size)
+    seconds = time.perf_counter() - start
+    for path, audio, text in zip(args.audio, audios, texts):
+        if args.jsonl:
+            print(json.dumps({"audio": path, "text": text, "duration": round(len(audio) / 16000, 3)}))
+        else:
+            print(f"{path}\t{text}")
+    if not args.jsonl:
+        audio_s = sum(len(a) for a in audios) / 16000
+        print(f"# {len(texts)} files, {audio_s:.1f} s of audio in {seconds:.2f} s (RTF {seconds / audio_s:.3f})")
+    return 0
