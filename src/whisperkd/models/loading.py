@@ -39,7 +39,9 @@ def resolve(name_or_path: str | Path) -> str | Path:
 
 
 def _hub_error(text: str, err: Exception) -> UserError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    from huggingface_hub import constants
+
+    offline = bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE") == "1"
     why = "the hub is offline (HF_HUB_OFFLINE=1)" if offline else f"it could not be downloaded ({type(err).__name__})"
     return UserError(f"model {text!r}: {why}; {_OFFLINE_HINT}")
 
