@@ -37,5 +37,9 @@ $(SYSTEM_STAMP): Makefile
 test: $(STAMP) $(SYSTEM_STAMP)
 	$(PY) -m pytest -q
 
+demo: $(STAMP) $(SYSTEM_STAMP)
+	$(PY) -m whisperkd.cli models fetch base
+	@echo "The full offline demo (corpus, cache, distillation, evaluation) is not wired yet; see README."
+
 clean:
 	rm -rf $(VENV) .pytest_cache
