@@ -24,8 +24,11 @@ from whisperkd.models.loading import load_model, load_processor
 from whisperkd.transcribe import transcribe_arrays
 
 
-def dir_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 2**20
+def size_mb(path: Path) -> float:
+    """Size of a file, or of all files under a folder, in MiB."""
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2**20
 
 
 def main() -> None:
@@ -57,8 +60,8 @@ def main() -> None:
             transcribe_arrays(model, processor, audios, batch_size=args.batch_size)
             times.append(time.perf_counter() - start)
         t = statistics.median(times)
-        print(f"| {name} | {model.num_parameters() / 1e6:.1f} M | {dir_mb(ct2_dir_of(name) / 'model.bin'):.1f} | "
-              f"{dir_mb(path):.1f} | {statistics.median(conv):.1f} | {t:.2f} | {t / audio_s:.3f} |")
+        print(f"| {name} | {model.num_parameters() / 1e6:.1f} M | {size_mb(ct2_dir_of(name) / 'model.bin'):.1f} | "
+              f"{size_mb(path):.1f} | {statistics.median(conv):.1f} | {t:.2f} | {t / audio_s:.3f} |")
 
 
 if __name__ == "__main__":
