@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,text,piper,postgres]'
+	$(PY) -m pip install --quiet -e '.[test,text,piper,postgres,datasets]'
 	touch $(STAMP)
 
 system-packages: $(SYSTEM_STAMP)
