@@ -7,8 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-packages
-# Debian packages the tests and the demo use: speech engines for the synthetic corpus, sox for audio checks.
-SYSTEM_PACKAGES := espeak-ng flite festival festlex-cmu festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox libsndfile1
+# Debian packages the tests and the demo use: speech engines for the synthetic corpus, sox, PostgreSQL for the multi-worker tuning test.
+SYSTEM_PACKAGES := espeak-ng flite festival festlex-cmu festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox libsndfile1 postgresql
 
 .PHONY: test demo demo-quick install system-packages clean
 
