@@ -1,0 +1,209 @@
+"""Open any model ``whisperkd evaluate`` accepts and give it one call: ``transcribe(audios) -> texts``.
+
+- a Hugging Face Whisper: an offline name (tiny.en, base), an HF directory, a run folder (its
+  ``student_final/``) or a hub id, through :func:`whisperkd.models.loading.load_model`;
+- a CTranslate2 (faster-whisper) directory (it holds ``model.bin``), run with ``ctranslate2.models.Whisper``.
+
+Both decode greedily in English from log-mel features of audio padded to 30 s (HF's WhisperFeatureExtractor)
+with the same token cap, :func:`whisperkd.transcribe.max_new_tokens_for` (looked up at call time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from whisperkd.errors import UserError
+from whisperkd.evaluate.memory import directory_size
+from whisperkd import transcribe as _transcribe
+
+CT2_MAX_LENGTH = 448
+
+
+def is_ct2_dir(path: str | Path) -> bool:
+    """True for a directory that holds a CTranslate2 ``model.bin`` (or its part files)."""
+    path = Path(path)
+    return path.is_dir() and ((path / "model.bin").is_file() or any(path.glob("model.bin.part*")))
+
+
+def run_folder(spec: str) -> Path | None:
+    """The run folder when ``spec`` is one (it has ``student_final/``), else None."""
+    path = Path(spec).expanduser()
+    return path if path.is_dir() and (path / "student_final" / "config.json").is_file() else None
+
+
+def _safetensors_numel(path: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
+
+
+def run_trainable_parameters(run: Path) -> int | None:
+    """Parameters the run trained: tensors of ``adapter_final/`` (LoRA adapter + projector), else the
+    ``trainable_parameters`` the run recorded in ``training_config.json``; None when neither exists."""
+    files = [run / "adapter_final" / name for name in ("adapter_model.safetensors", "projector.safetensors")]
+    files = [f for f in files if f.is_file()]
+    if files:
+        return sum(_safetensors_numel(f) for f in files)
+    config = run / "training_config.json"
+    if config.is_file():
+        try:
+            value = json.loads(config.read_text(encoding="utf-8")).get("trainable_parameters")
+        except (ValueError, AttributeError):
+            value = None
+        if isinstance(value, int):
+            return value
+    return None
+
+
+class HFWhisper:
+    """A transformers WhisperForConditionalGeneration with its processor."""
+
+    kind = "hf"
+
+    def __init__(self, spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        from whisperkd.models.loading import load_model, load_processor, resolve
+
+        source = resolve(spec)
+        self.path = Path(source) if isinstance(source, Path) else None
+        self.model = load_model(spec, dtype=dtype, device=device)
+        self.processor = load_processor(spec)
+        self.device, self.dtype = str(device), str(dtype).replace("torch.", "")
+        run = run_folder(spec)
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+        self.trainable_parameters = run_trainable_parameters(run) if run else None
+        self.disk_bytes = directory_size(self.path)
+
+    def transcribe(self, audios: list[np.ndarray]) -> list[str]:
+        return _transcribe.transcribe_arrays(self.model, self.processor, audios, batch_size=max(1, len(audios)))
+
+
+def _ct2_vocab_size(path: Path) -> int:
+    if (path / "vocabulary.json").is_file():
+        return len(json.loads((path / "vocabulary.json").read_text(encoding="utf-8")))
+    if (path / "vocabulary.txt").is_file():
+        lines = (path / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
+        return len(lines) - (lines[-1] == "")  # blank lines are tokens (id 50256 of the multilingual vocabulary)
+    raise UserError(f"{path}: no vocabulary.txt or vocabulary.json; not a complete CTranslate2 Whisper directory")
+
+
+def ct2_tokenizer(path: Path):
+    """The tokenizer of a CTranslate2 directory: an HF tokenizer saved there, else the repaired ``tokenizer.json``."""
+    from transformers import WhisperTokenizer
+
+    from whisperkd.models.tokenizer import build_tokenizer
+
+    if (path / "tokenizer_config.json").is_file():
+        return WhisperTokenizer.from_pretrained(str(path))
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        raise UserError(f"{path}: no tokenizer.json; copy the model's tokenizer.json next to model.bin")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise UserError(f"{file}: not valid JSON ({err})") from None
+    return build_tokenizer(data, _ct2_vocab_size(path), label=str(file))
+
+
+def ct2_parameter_count(model_bin: Path) -> int:
+    """Elements of the stored tensors of a CTranslate2 ``model.bin`` (scales and scalars excluded), read
+    from the headers only. CTranslate2 keeps the zero key biases HF Whisper has not (d_model per attention
+    block), so tiny.en counts 37,764,864 here against 37,760,256 in HF."""
+    total = 0
+    with open(model_bin, "rb") as f:
+        def read(fmt: str):
+            size = struct.calcsize("<" + fmt)
+            data = f.read(size)
+            if len(data) != size:
+                raise UserError(f"{model_bin}: truncated CTranslate2 model.bin; download or export it again")
+            return struct.unpack("<" + fmt, data)
+
+        def string() -> str:
+            (length,) = read("H")
+            return f.read(length).rstrip(b"\x00").decode("utf-8")
+
+        read("I")
+        string()
+        read("I")
+        (count,) = read("I")
+        for _ in range(count):
+            name = string()
+            (rank,) = read("B")
+            dims = read(f"{rank}I") if rank else ()
+            read("B")
+            (nbytes,) = read("I")
+            f.seek(nbytes, 1)
+            if rank and not name.endswith("_scale"):
+                total += int(np.prod(dims))
+    return total
+
+
+class CT2Whisper:
+    """A CTranslate2 Whisper directory, decoded greedily with the decoder prompt of its tokenizer."""
+
+    kind = "ctranslate2"
+
+    def __init__(self, spec: str, device: str = "cpu", compute_type: str = "default"):
+        import ctranslate2
+        from transformers import WhisperFeatureExtractor
+
+        ctranslate2.set_log_level(logging.ERROR)  # not the float16 -> float32 notice on CPU
+        path = Path(spec).expanduser()
+        if not (path / "model.bin").is_file():
+            raise UserError(f"{path}: model.bin is split in parts; join them first (cat model.bin.part1 "
+                            f"model.bin.part2 ... > model.bin)")
+        self.path = path
+        on_cuda = str(device).startswith("cuda")
+        index = int(str(device).split(":")[1]) if on_cuda and ":" in str(device) else 0
+        try:
+            self.model = ctranslate2.models.Whisper(
+                str(path), device="cuda" if on_cuda else "cpu", device_index=index, compute_type=compute_type,
+                intra_threads=0 if on_cuda else torch.get_num_threads())
+        except (RuntimeError, ValueError) as err:
+            raise UserError(f"{path}: CTranslate2 cannot load this model ({str(err).splitlines()[0]})") from None
+        self.tokenizer = ct2_tokenizer(path)
+        if self.model.is_multilingual:
+            self.tokenizer.set_prefix_tokens(language="en", task="transcribe", predict_timestamps=False)
+        else:
+            self.tokenizer.set_prefix_tokens(predict_timestamps=False)
+        self.prompt = list(self.tokenizer.prefix_tokens)
+        self.features = WhisperFeatureExtractor(feature_size=self.model.n_mels)
+        self.device, self.dtype = str(device), str(self.model.compute_type)
+        self.parameters = ct2_parameter_count(path / "model.bin")
+        self.trainable_parameters = None
+        self.disk_bytes = directory_size(path)
+
+    def transcribe(self, audios: list[np.ndarray]) -> list[str]:
+        import ctranslate2
+
+        feats = self.features(audios, sampling_rate=_transcribe.SAMPLE_RATE, return_tensors="np").input_features
+        cap = _transcribe.max_new_tokens_for(max(len(a) for a in audios) / _transcribe.SAMPLE_RATE)
+        # max_length also counts the prompt, and ctranslate2 4.x stops near max_length / 2 new tokens:
+        # ask for enough and cut at the same cap as the HF engine (greedy decoding is prefix-stable).
+        max_length = min(CT2_MAX_LENGTH, 2 * cap + len(self.prompt))
+        results = self.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32)),
+                                      [self.prompt] * len(audios), beam_size=1, max_length=max_length)
+        return [self.tokenizer.decode(r.sequences_ids[0][:cap], skip_special_tokens=True).strip() for r in results]
+
+
+def open_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None):
+    """An :class:`HFWhisper` or :class:`CT2Whisper` for ``spec``; UserError when it cannot be loaded."""
+    if is_ct2_dir(Path(spec).expanduser()):
+        return CT2Whisper(spec, device=device)
+    if dtype is None:
+        dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
+    return HFWhisper(spec, device=device, dtype=dtype)
+
+
+def model_label(spec: str) -> str:
+    """A short name for tables: the offline name, or the directory's name (``-ct2`` added for CTranslate2)."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        return spec
+    return path.resolve().name + ("-ct2" if is_ct2_dir(path) else "")
