@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "models",
     "transcribe",
     "corpus",
+    "evaluate",
+    "report",
 )
 
 
