@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "corpus",
     "evaluate",
     "report",
+    "tune",
 )
 
 
