@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "models",
     "transcribe",
     "corpus",
+    "distill",
     "evaluate",
     "report",
     "tune",

@@ -1,0 +1,427 @@
+"""The distillation config: one YAML file of typed sections, plus dotted overrides on the command line.
+
+    teacher, student, lora, loss (with loss.taid), optim, train, data, eval, output
+
+Every key has a type and a default (the dataclasses below are the schema; docs/distill.md lists them).
+``load_config("run.yaml", ["optim.lr=1e-4", "student.decoder_layers=[0,3]"])`` reads the file, applies the
+overrides (values parsed as YAML scalars), checks every key and type, and returns a :class:`Config`.
+A mistake is one :class:`UserError` line naming the key, e.g.
+``config optim.lrr: unknown key; valid keys: lr, weight_decay, ...``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from whisperkd.errors import UserError
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen teacher."""
+
+    model: str = "tiny.en"  # offline name (tiny.en, base), HF Whisper directory, run folder or hub id
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on cuda, float32 on cpu
+    load_in_8bit: bool = False  # bitsandbytes int8 weights; CUDA only
+    memo_size: int = 0  # keep the teacher's outputs for up to N utterances in memory by id (0 = off)
+
+
+@dataclass
+class StudentConfig:
+    """The student: layers kept from the teacher (or another checkpoint) and which parts train."""
+
+    init: str = "teacher"  # "teacher" (prune the teacher) or a model with the teacher's tokenizer
+    decoder_layers: int | list[int] | None = None  # count (maximally spaced) or teacher layer indices
+    encoder_layers: int | list[int] | None = None  # null: keep the whole encoder
+    train_encoder: bool = False  # full fine-tuning choices (used when lora.enabled is false)
+    train_decoder: bool = True
+    train_embeddings: bool = False
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class LoraConfig:
+    """LoRA on the student (PEFT); when enabled only the LoRA matrices (and the projector) train."""
+
+    enabled: bool = False
+    presets: list[str] = field(default_factory=lambda: ["decoder-self-qv"])
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+
+
+@dataclass
+class TaidConfig:
+    """TAID settings (used when loss.kind is taid); see docs/losses.md."""
+
+    t_start: float = 0.4
+    t_end: float = 1.0
+    alpha: float = 5e-4
+    beta: float = 0.99
+    mode: Literal["adaptive", "linear"] = "adaptive"
+    divergence: Literal["forward", "reverse"] = "forward"
+
+
+@dataclass
+class LossConfig:
+    """loss = ce_weight * CE + w(step) * KD + align_weight * alignment; KD is KL at temperature T or TAID."""
+
+    kind: Literal["kl", "taid"] = "kl"
+    ce_weight: float = 1.0
+    kl_weight: float = 0.8  # weight of the KD term (KL or TAID); 0 = CE only (sequence-level KD)
+    kl_warmup_steps: int = 0  # w(step) rises linearly from 0 to kl_weight over these steps
+    temperature: float = 2.0  # KL temperature (TAID uses none)
+    align_weight: float = 0.0  # hidden-state alignment of decoder layers; 0 = off
+    align_kind: Literal["geodesic", "cosine", "mse"] = "geodesic"
+    align_layers: list[int] | None = None  # student decoder layers to align (null = all)
+    taid: TaidConfig = field(default_factory=TaidConfig)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a linear warm-up then cosine decay to 0 at train.max_steps."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
+
+
+@dataclass
+class TrainConfig:
+    """The loop: optimizer steps, batch, accumulation, precision."""
+
+    max_steps: int = 1000
+    batch_size: int = 8
+    grad_accum_steps: int = 1
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on cuda; cpu is always fp32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    log_every: int = 10
+    max_consecutive_nonfinite: int = 5  # stop after this many non-finite losses in a row
+    progress: bool = True
+
+
+@dataclass
+class DataConfig:
+    """Training and dev data: a manifest (.jsonl/.csv), LibriSpeech tree or HF save_to_disk folder."""
+
+    train: str | None = None
+    dev: str | None = None  # null: hold out dev_fraction of the training speakers
+    dev_fraction: float = 0.1
+    split_seed: int = 0
+    min_seconds: float = 0.5
+    max_seconds: float = 30.0
+    max_label_tokens: int = 448
+    length_grouped: bool = False
+    num_workers: int = 0
+    memo_size: int = 0  # keep up to N decoded training examples (log-mel + tokens, ~1 MB each) in memory
+
+
+@dataclass
+class EvalConfig:
+    """Periodic dev loss and greedy dev WER on a fixed dev subset; keep the best student by WER."""
+
+    every: int = 200  # optimizer steps between evaluations (0: only at the end)
+    at_start: bool = True  # evaluate the untrained student at step 0
+    max_utterances: int = 64
+    batch_size: int = 8
+    wer: bool = True
+    keep_best: bool = True  # final = best dev WER (dev loss when wer is false); false: final = last
+
+
+@dataclass
+class OutputConfig:
+    """The run folder and its checkpoints."""
+
+    dir: str = "runs/distill"
+    overwrite: bool = False
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- YAML with YAML 1.2 floats (1e-4 is a number)
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 scalars: PyYAML follows YAML 1.1, where ``1e-4`` (no dot) is a string and ``no``/``on`` are
+    booleans (``train.mixed_precision: no`` would be False). Here only true/false are booleans."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as a YAML scalar or flow list: ``1e-4`` -> 1e-4, ``[0,3]`` -> [0, 3], ``null``."""
+    try:
+        return yaml.load(text, Loader=_Loader) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
+# ---------------------------------------------------------------- typed conversion
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _show(value) -> str:
+    return f"{value!r} ({type(value).__name__})" if value is not None else "null"
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _convert(value, hint, key: str):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            try:
+                return _convert(value, arg, key)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is Literal:
+        if value in args and isinstance(value, str):
+            return value
+        raise UserError(f"config {key}: got {_show(value)}; valid values: {', '.join(map(str, args))}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise _Mismatch
+        return [_convert(item, args[0], key) for item in value]
+    if hint is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, str):
+        return value
+    raise _Mismatch
+
+
+def _build(cls, raw, prefix: str):
+    where = f"config {prefix}" if prefix else "config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a mapping of keys, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            what = "section" if not prefix else "key"
+            valid = "sections" if not prefix else "keys"
+            full = f"{prefix}.{key}" if prefix else str(key)
+            raise UserError(f"config {full}: unknown {what}; valid {valid}: {', '.join(names)}")
+    values = {}
+    for name in names:
+        if name not in raw:
+            continue
+        full = f"{prefix}.{name}" if prefix else name
+        try:
+            values[name] = _convert(raw[name], hints[name], full)
+        except _Mismatch:
+            raise UserError(f"config {full}: expected {_describe(hints[name])}, got {_show(raw[name])}") from None
+    return cls(**values)
+
+
+# ---------------------------------------------------------------- checks across keys
+
+def _check(cfg: Config) -> Config:
+    def need(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise UserError(f"config {key}: {message}")
+
+    t, s, lo, ls, o, tr, d, e, out = (cfg.teacher, cfg.student, cfg.lora, cfg.loss, cfg.optim, cfg.train,
+                                      cfg.data, cfg.eval, cfg.output)
+    need(bool(t.model.strip()), "teacher.model", "empty; give tiny.en, base, a Whisper directory or a hub id")
+    need(t.memo_size >= 0, "teacher.memo_size", "must be 0 (off) or a positive count")
+    if s.init == "teacher":
+        need(s.decoder_layers is not None, "student.decoder_layers",
+             "required when student.init is teacher: a layer count (e.g. 2) or teacher layer indices (e.g. [0, 3])")
+    else:
+        need(s.decoder_layers is None and s.encoder_layers is None, "student.decoder_layers",
+             "must be null when student.init is a model (it is used with all its layers)")
+    if not lo.enabled:
+        need(s.train_encoder or s.train_decoder or s.train_embeddings, "student.train_decoder",
+             "nothing trains: enable lora or set one of student.train_encoder/train_decoder/train_embeddings")
+    else:
+        from whisperkd.models.lora import LoraSettings
+
+        LoraSettings(presets=lo.presets, rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout)
+    for key in ("ce_weight", "kl_weight", "align_weight"):
+        need(getattr(ls, key) >= 0, f"loss.{key}", "must be 0 or positive")
+    need(ls.ce_weight + ls.kl_weight + ls.align_weight > 0, "loss.ce_weight", "every loss weight is 0")
+    need(ls.temperature > 0, "loss.temperature", "must be positive (e.g. 2.0)")
+    need(ls.kl_warmup_steps >= 0, "loss.kl_warmup_steps", "must be 0 or positive")
+    if ls.kind == "taid":
+        need(0 <= ls.taid.t_start < ls.taid.t_end <= 1, "loss.taid.t_start", "need 0 <= t_start < t_end <= 1")
+    need(ls.align_layers is None or len(ls.align_layers) > 0, "loss.align_layers",
+         "empty list; give student decoder layer indices or null for all")
+    need(o.lr > 0, "optim.lr", "must be positive (e.g. 1e-4)")
+    need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "give two numbers in [0, 1)")
+    need(o.weight_decay >= 0 and o.eps > 0, "optim.weight_decay", "weight_decay >= 0 and eps > 0")
+    need(o.grad_clip >= 0, "optim.grad_clip", "must be 0 (off) or positive")
+    need(0 <= o.warmup_steps <= tr.max_steps, "optim.warmup_steps", f"must be in 0..train.max_steps ({tr.max_steps})")
+    for key in ("max_steps", "batch_size", "grad_accum_steps", "log_every", "max_consecutive_nonfinite"):
+        need(getattr(tr, key) >= 1, f"train.{key}", "must be at least 1")
+    need(0 <= d.dev_fraction < 1, "data.dev_fraction", "must be in [0, 1)")
+    need(0 <= d.min_seconds < d.max_seconds <= 30, "data.min_seconds", "need 0 <= min_seconds < max_seconds <= 30")
+    need(2 < d.max_label_tokens <= 448, "data.max_label_tokens", "must be in 3..448")
+    need(d.num_workers >= 0, "data.num_workers", "must be 0 or positive")
+    need(d.memo_size >= 0, "data.memo_size", "must be 0 (off) or a positive count")
+    need(d.memo_size == 0 or d.num_workers == 0, "data.memo_size", "needs data.num_workers=0 (workers cannot "
+         "share the memo)")
+    need(e.every >= 0, "eval.every", "must be 0 (only at the end) or positive")
+    need(e.max_utterances >= 1 and e.batch_size >= 1, "eval.max_utterances", "max_utterances, batch_size >= 1")
+    need(bool(out.dir.strip()), "output.dir", "empty; give a run folder such as runs/tiny")
+    need(out.checkpoint_every >= 1, "output.checkpoint_every", "must be at least 1")
+    need(out.keep_checkpoints >= 1, "output.keep_checkpoints", "must be at least 1")
+    return cfg
+
+
+# ---------------------------------------------------------------- public API
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Set ``section.key[.key]=value`` in the raw mapping (value parsed by :func:`parse_value`)."""
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UserError(f"override {assignment!r}: expected KEY=VALUE with a dotted key such as optim.lr=1e-4")
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"config {'.'.join(parts[:depth + 1])}: is a value, not a section; cannot set {key}")
+        node = child
+    node[parts[-1]] = parse_value(text)
+
+
+# Keys renamed since they were first used: old dotted key -> new one (the value moves over).
+RENAMED = {"teacher.encoder_memo_size": "teacher.memo_size"}
+
+
+def _move_renamed(raw: dict) -> None:
+    for old, new in RENAMED.items():
+        (section, old_key), (_, new_key) = old.split("."), new.split(".")
+        part = raw.get(section)
+        if isinstance(part, dict) and old_key in part:
+            value = part.pop(old_key)
+            part.setdefault(new_key, value)
+
+
+def config_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Validate a raw mapping (plus overrides) into a :class:`Config`."""
+    raw = json.loads(json.dumps(raw)) if raw else {}
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    _move_renamed(raw)
+    return _check(_build(Config, raw, ""))
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The raw mapping of a YAML (or JSON) config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise UserError(f"{where}: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections (teacher:, student:, ...), got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (None: defaults only), apply ``overrides``, validate."""
+    return config_from_dict(read_config_file(path) if path is not None else {}, overrides)
+
+
+def _absolute_if_exists(value: str | None, base: Path) -> str | None:
+    from whisperkd.models.fetch import BROKEN_MODELS, OFFLINE_MODELS
+
+    if value is None or value in OFFLINE_MODELS or value in BROKEN_MODELS:  # names, as load_model reads them
+        return value
+    path = (base / Path(value).expanduser())
+    return str(path.resolve()) if path.exists() else value
+
+
+def with_absolute_paths(cfg: Config, base: str | Path | None = None) -> Config:
+    """A copy where data paths, model directories and output.dir are absolute (so a run resumes from anywhere)."""
+    base = Path(base) if base is not None else Path.cwd()
+    cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher), student=dataclasses.replace(cfg.student),
+                              data=dataclasses.replace(cfg.data), output=dataclasses.replace(cfg.output))
+    cfg.teacher.model = _absolute_if_exists(cfg.teacher.model, base)
+    if cfg.student.init != "teacher":
+        cfg.student.init = _absolute_if_exists(cfg.student.init, base)
+    cfg.data.train = _absolute_if_exists(cfg.data.train, base)
+    cfg.data.dev = _absolute_if_exists(cfg.data.dev, base)
+    cfg.output.dir = str((base / Path(cfg.output.dir).expanduser()).resolve())
+    return cfg

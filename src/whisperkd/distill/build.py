@@ -1,0 +1,372 @@
+"""Everything a distillation run needs, built from the config: teacher, student (+ LoRA), projector, data.
+
+Also the dry run (``whisperkd distill CONFIG --dry-run``): the same choices sized on the meta device from the
+config alone, with no weights and no download.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers import WhisperConfig, WhisperForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutput
+
+from whisperkd.config import Config
+from whisperkd.data.audio import DurationFilter
+from whisperkd.data.collate import WhisperCollator
+from whisperkd.data.loader import SpeechDataset, utterance_lengths
+from whisperkd.data.sampler import SeededBatchSampler
+from whisperkd.data.skiplog import SkipLog
+from whisperkd.data.sources import open_source
+from whisperkd.data.splits import split_by_speaker
+from whisperkd.distill.teacher import OnlineTeacher, TeacherNeeds
+from whisperkd.errors import UserError
+from whisperkd.models.lora import LoraSettings, apply_lora
+from whisperkd.models.projector import Projector
+from whisperkd.models.student import build_student_from_teacher, kept_layers, set_trainable
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ---------------------------------------------------------------- devices and precision
+
+def resolve_device(choice: str, key: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a UserError naming ``key``."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"config {key}: cuda asked for but no CUDA GPU is available; use cpu or auto")
+    return torch.device(choice)
+
+
+def teacher_dtype(choice: str, device: torch.device) -> torch.dtype:
+    if choice == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return DTYPES[choice]
+
+
+def mixed_precision(choice: str, device: torch.device) -> str:
+    """accelerate's mixed_precision: ``no`` on CPU (fp32 training), bf16 on CUDA when ``auto``."""
+    if device.type != "cuda":
+        return "no"
+    if choice == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return choice
+
+
+# ---------------------------------------------------------------- models
+
+class DistillStudent(nn.Module):
+    """The student (plain Whisper or its PEFT LoRA wrapper) and the projector to the teacher's width.
+
+    One module, so accelerate prepares (and DDP wraps) both together. ``forward`` returns the student's
+    logits and the projected outputs of the decoder layers ``align_layers``.
+    """
+
+    def __init__(self, student: nn.Module, projector: Projector) -> None:
+        super().__init__()
+        self.student = student
+        self.projector = projector
+
+    @property
+    def whisper(self) -> WhisperForConditionalGeneration:
+        """The Whisper model inside (with LoRA layers injected when LoRA is on): what ``generate`` runs."""
+        return self.student.get_base_model() if hasattr(self.student, "get_base_model") else self.student
+
+    def forward(self, input_features=None, decoder_input_ids=None, decoder_attention_mask=None,
+                encoder_hidden_states=None, align_layers=()):
+        inputs = ({"encoder_outputs": BaseModelOutput(last_hidden_state=encoder_hidden_states)}
+                  if encoder_hidden_states is not None else {"input_features": input_features})
+        out = self.student(**inputs, decoder_input_ids=decoder_input_ids,
+                           decoder_attention_mask=decoder_attention_mask,
+                           output_hidden_states=bool(align_layers), use_cache=False)
+        hidden = [self.projector(out.decoder_hidden_states[j + 1]) for j in align_layers]
+        return out.logits, hidden
+
+
+@dataclass
+class Built:
+    """The models of a run; ``align_pairs`` = [(student decoder layer, teacher decoder layer)]."""
+
+    teacher: WhisperForConditionalGeneration
+    model: DistillStudent
+    processor: object
+    shares_encoder: bool
+    align_pairs: list[tuple[int, int]]
+    uses_lora: bool
+
+    def teacher_needs(self, cfg: Config) -> TeacherNeeds:
+        return TeacherNeeds(
+            logits=cfg.loss.kl_weight > 0,
+            full_logits=cfg.loss.kind == "taid",
+            hidden_layers=tuple(t for _, t in self.align_pairs) if cfg.loss.align_weight > 0 else (),
+            encoder=self.shares_encoder,
+        )
+
+    def online_teacher(self, cfg: Config, out_device, needs: TeacherNeeds | None = None) -> OnlineTeacher:
+        """The teacher as a :class:`~whisperkd.distill.teacher.TeacherOutputs` (dev eval asks for logits too)."""
+        return OnlineTeacher(self.teacher, needs or self.teacher_needs(cfg), out_device=out_device,
+                             out_dtype=torch.float32, memo_size=cfg.teacher.memo_size)
+
+
+def load_teacher(cfg: Config) -> WhisperForConditionalGeneration:
+    """The frozen teacher in eval mode on ``teacher.device`` (int8 through bitsandbytes when asked, CUDA only)."""
+    from whisperkd.models.loading import load_model, resolve
+
+    device = resolve_device(cfg.teacher.device, "teacher.device")
+    if cfg.teacher.load_in_8bit:
+        if device.type != "cuda":
+            raise UserError("config teacher.load_in_8bit: int8 weights (bitsandbytes) need a CUDA GPU and the teacher "
+                            f"device is {device.type}; set teacher.load_in_8bit=false")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise UserError("config teacher.load_in_8bit: bitsandbytes is not installed; "
+                            "pip install 'whisperkd[cuda8bit]' or set teacher.load_in_8bit=false") from None
+        from transformers import BitsAndBytesConfig
+
+        teacher = WhisperForConditionalGeneration.from_pretrained(
+            resolve(cfg.teacher.model), quantization_config=BitsAndBytesConfig(load_in_8bit=True),
+            dtype=torch.float16, device_map={"": device.index or 0})
+    else:
+        teacher = load_model(cfg.teacher.model, dtype=teacher_dtype(cfg.teacher.dtype, device), device=device)
+    teacher.requires_grad_(False)
+    return teacher.eval()
+
+
+def _student_base(cfg: Config, teacher, processor) -> WhisperForConditionalGeneration:
+    from whisperkd.models.loading import load_model, load_processor
+    from whisperkd.models.vocabulary import check_same_vocabulary
+
+    s = cfg.student
+    if s.init != "teacher":
+        check_same_vocabulary(processor, load_processor(s.init), "teacher", f"student.init {s.init}")
+        return load_model(s.init, dtype=torch.float32, device="cpu")
+    source = teacher
+    if cfg.teacher.load_in_8bit:  # prune an unquantised copy: the student must not inherit int8 weights
+        source = load_model(cfg.teacher.model, dtype=torch.float32, device="cpu")
+    student = build_student_from_teacher(source, s.decoder_layers, s.encoder_layers)
+    return student.float().to("cpu")
+
+
+def _align_pairs(cfg: Config, student: WhisperForConditionalGeneration) -> list[tuple[int, int]]:
+    if cfg.loss.align_weight == 0:
+        return []
+    teacher_layers = kept_layers(student, "decoder")
+    chosen = cfg.loss.align_layers if cfg.loss.align_layers is not None else range(len(teacher_layers))
+    bad = [j for j in chosen if not 0 <= j < len(teacher_layers)]
+    if bad:
+        raise UserError(f"config loss.align_layers: {bad} out of range; the student has decoder layers "
+                        f"0..{len(teacher_layers) - 1}")
+    return [(j, teacher_layers[j]) for j in chosen]
+
+
+def build_models(cfg: Config, teacher=None, processor=None) -> Built:
+    """Teacher (frozen), student with its trainable parts or LoRA, projector; seeded by the caller."""
+    from whisperkd.models.loading import load_processor
+
+    processor = processor if processor is not None else load_processor(cfg.teacher.model)
+    teacher = teacher if teacher is not None else load_teacher(cfg)
+    student = _student_base(cfg, teacher, processor)
+    pairs = _align_pairs(cfg, student)
+    if cfg.lora.enabled:
+        student.requires_grad_(False)
+        lo = cfg.lora
+        model = apply_lora(student, LoraSettings(presets=lo.presets, rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout))
+    else:
+        set_trainable(student, cfg.student.train_encoder, cfg.student.train_decoder, cfg.student.train_embeddings)
+        model = student
+    if cfg.student.gradient_checkpointing:
+        student.config.use_cache = False
+        enable = getattr(student, "activation_checkpointing_enable", None)  # transformers >= 5.x name
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    encoder_trains = any(p.requires_grad for p in student.model.encoder.parameters())
+    shares = (cfg.student.init == "teacher" and not cfg.teacher.load_in_8bit and not encoder_trains
+              and student.config.encoder_layers == teacher.config.encoder_layers)
+    projector = Projector(student.config.d_model, teacher.config.d_model)
+    projector.requires_grad_(cfg.loss.align_weight > 0)
+    return Built(teacher, DistillStudent(model, projector), processor, shares, pairs, cfg.lora.enabled)
+
+
+# ---------------------------------------------------------------- data
+
+class OnceSkipLog(SkipLog):
+    """A SkipLog that records each (source, id) once per process, not once per epoch."""
+
+    def __init__(self, run_dir):
+        super().__init__(run_dir)
+        self._seen = {(r["source"], r["id"]) for r in self.records()}
+
+    def add(self, source, id, path, reason, detail=""):
+        if (str(source), str(id)) in self._seen:
+            return
+        self._seen.add((str(source), str(id)))
+        super().add(source, id, path, reason, detail)
+
+
+def read_splits(cfg: Config) -> tuple[list, list]:
+    """Training utterances and the fixed dev subset (``eval.max_utterances``, seeded choice)."""
+    d = cfg.data
+    if d.train is None:
+        raise UserError("config data.train: required to train; give a manifest (.jsonl/.csv), a LibriSpeech folder "
+                        "or a Hugging Face save_to_disk folder (or use --dry-run)")
+    train = list(open_source(d.train))
+    if d.dev is not None:
+        dev = list(open_source(d.dev))
+    elif d.dev_fraction > 0:
+        parts = split_by_speaker(train, {"train": 1 - d.dev_fraction, "dev": d.dev_fraction}, seed=d.split_seed)
+        train, dev = parts["train"], parts["dev"]
+    else:
+        dev = []
+    if not train:
+        raise UserError(f"config data.train: {d.train} holds no utterances")
+    if len(dev) > cfg.eval.max_utterances:
+        dev = random.Random(d.split_seed).sample(dev, cfg.eval.max_utterances)
+    return train, dev
+
+
+class MemoDataset(torch.utils.data.Dataset):
+    """A dataset that keeps up to ``size`` decoded examples in memory (single process: num_workers=0)."""
+
+    def __init__(self, dataset, size: int):
+        self.dataset, self.size, self.memo = dataset, size, {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        if index in self.memo:
+            return self.memo[index]
+        example = self.dataset[index]
+        if len(self.memo) < self.size:
+            self.memo[index] = example
+        return example
+
+
+class TrainBatches:
+    """Training batches in a seeded order per epoch that resume at a position ``{"epoch", "batch"}``.
+
+    ``batch`` counts the batches of the epoch already consumed (a batch whose every utterance was skipped
+    counts too), so a resumed run skips exactly the batches already seen, without loading them.
+    With several processes each takes every ``world``-th batch (the epoch is cut to a multiple of ``world``).
+    """
+
+    def __init__(self, cfg: Config, utterances, processor, skiplog: SkipLog, world: int = 1, rank: int = 0):
+        d = cfg.data
+        self.dataset = SpeechDataset(utterances, processor, skiplog, DurationFilter(d.min_seconds, d.max_seconds),
+                                     source="train", max_label_tokens=d.max_label_tokens)
+        if d.memo_size:
+            self.dataset = MemoDataset(self.dataset, d.memo_size)
+        self.sampler = SeededBatchSampler(utterance_lengths(utterances), cfg.train.batch_size, cfg.train.seed,
+                                          shuffle=True, length_grouped=d.length_grouped)
+        self.collate = WhisperCollator(processor.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+        self.num_workers, self.world, self.rank = d.num_workers, world, rank
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        self.sampler.set_epoch(epoch)
+        batches = self.sampler.batches()
+        batches = batches[: len(batches) - len(batches) % self.world]
+        if not batches:
+            raise UserError(f"data.train: {len(self.dataset)} utterances make no batch for {self.world} process(es)")
+        return batches[self.rank:: self.world]
+
+    def iterate(self, position: dict):
+        """Yield batches forever from ``position``, advancing it as each batch is consumed."""
+        while True:
+            start = position["batch"]
+            loader = DataLoader(self.dataset, batch_sampler=self.epoch(position["epoch"])[start:],
+                                collate_fn=self.collate, num_workers=self.num_workers, generator=torch.Generator())
+            usable = 0
+            for batch in loader:
+                position["batch"] += 1
+                if batch is None:
+                    continue
+                usable += 1
+                yield batch
+            if usable == 0 and start == 0:
+                raise UserError("data.train: every training utterance was skipped; see skipped.jsonl in the run folder")
+            position["epoch"] += 1
+            position["batch"] = 0
+
+
+def dev_batches(cfg: Config, utterances, processor, skiplog: SkipLog) -> list[dict]:
+    """The dev subset as batches, decoded once and kept in memory."""
+    if not utterances:
+        return []
+    d = cfg.data
+    dataset = SpeechDataset(utterances, processor, skiplog, DurationFilter(d.min_seconds, d.max_seconds),
+                            source="dev", max_label_tokens=d.max_label_tokens)
+    collate = WhisperCollator(processor.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate,
+                        num_workers=d.num_workers, generator=torch.Generator())
+    return [batch for batch in loader if batch is not None]
+
+
+# ---------------------------------------------------------------- dry run
+
+def config_without_weights(name: str, key: str) -> tuple[WhisperConfig, str]:
+    """A model's WhisperConfig with no weights and no download: a local directory or a published size."""
+    from whisperkd.models.fetch import OFFLINE_MODELS, is_fetched, model_dir
+    from whisperkd.models.meta import PUBLISHED_DIMS, published_config
+
+    if name in OFFLINE_MODELS and is_fetched(name):
+        return WhisperConfig.from_pretrained(model_dir(name)), "fetched"
+    path = Path(name).expanduser()
+    for folder in (path / "student_final", path):
+        if (folder / "config.json").is_file():
+            return WhisperConfig.from_pretrained(folder), str(folder)
+    size = name.removeprefix("openai/whisper-")
+    if size in PUBLISHED_DIMS:
+        return published_config(size), "published dimensions"
+    raise UserError(f"config {key}: {name!r} is neither a local Whisper directory nor a published size "
+                    f"({', '.join(PUBLISHED_DIMS)}, or openai/whisper-<size>); the dry run downloads nothing")
+
+
+def dry_run_report(cfg: Config) -> str:
+    """Parameters (total/trainable), projector shape and a memory estimate, from the config alone."""
+    from whisperkd.models.meta import dry_run
+
+    if cfg.student.init != "teacher":
+        raise UserError("config student.init: the dry run sizes students pruned from the teacher (student.init=teacher)")
+    teacher_config, source = config_without_weights(cfg.teacher.model, "teacher.model")
+    lora = None
+    if cfg.lora.enabled:
+        lo = cfg.lora
+        lora = LoraSettings(presets=lo.presets, rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout)
+    precision = {"no": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "bfloat16"}[cfg.train.mixed_precision]
+    s, align = cfg.student, cfg.loss.align_weight > 0
+    result = dry_run(teacher_config, s.decoder_layers, s.encoder_layers, lora=lora, train_encoder=s.train_encoder,
+                     train_decoder=s.train_decoder, train_embeddings=s.train_embeddings, projector=align,
+                     dtype=precision, batch_size=cfg.train.batch_size, target_len=cfg.data.max_label_tokens)
+    n_enc, n_dec = teacher_config.encoder_layers, teacher_config.decoder_layers
+    encoder_trains = (s.train_encoder and lora is None) or (lora is not None and any(
+        p.startswith("encoder") for p in lora.presets))
+    shared = len(result.encoder_layers_kept) == n_enc and not encoder_trains and not cfg.teacher.load_in_8bit
+    d_s = d_t = teacher_config.d_model
+    gib, m = 1024**3, result.memory
+    how = (f"LoRA rank {lora.rank} on {result.lora_modules} modules ({', '.join(lora.presets)})" if lora else
+           "full fine-tuning of " + ", ".join(p for p, on in (("encoder", s.train_encoder), ("decoder", s.train_decoder),
+                                                               ("embeddings", s.train_embeddings)) if on))
+    pct = 100 * result.student_trainable / result.student_total
+    lines = [
+        f"teacher   {cfg.teacher.model} ({source}): {result.teacher_total:,} parameters, frozen",
+        f"student   decoder layers {result.decoder_layers_kept} of {n_dec}; encoder {len(result.encoder_layers_kept)} "
+        f"of {n_enc} layers, " + ("frozen and shared with the teacher (its output is computed once per batch)"
+                                  if shared else ("trained" if encoder_trains else "frozen")),
+        f"          {how}",
+        f"          {result.student_total:,} parameters, {result.student_trainable:,} trainable ({pct:.2f}%)",
+        f"projector {d_s} -> {d_t}: {d_s * d_t + d_t:,} parameters, "
+        + ("trained (loss.align_weight > 0)" if align else "not trained (loss.align_weight is 0)"),
+        f"memory    ~ {m.total / gib:.2f} GiB at {precision}, batch {cfg.train.batch_size} x "
+        f"{cfg.data.max_label_tokens} tokens = weights {m.weights / gib:.2f} + gradients {m.gradients / gib:.2f} "
+        f"+ AdamW {m.optimizer / gib:.2f} + activations {m.activations / gib:.2f} (rough guide, docs/losses.md)",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""Dev evaluation during distillation: dev loss (each part) and greedy dev WER.
+
+WER follows Whisper's evaluation: references and hypotheses go through the English text normaliser
+(``processor.tokenizer.normalize``: ``EnglishTextNormalizer`` with the English spelling map of the
+model's normalizer.json, or the copy in whisperkd/resources when a tokenizer was saved without it), then jiwer counts word errors over the whole subset. Utterances whose normalised
+reference is empty are left out of the WER.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import json
+
+import jiwer
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+from whisperkd.transcribe import generate_kwargs
+
+MAX_NEW_TOKENS = 440
+
+
+def english_normalizer(processor) -> EnglishTextNormalizer:
+    """Whisper's English normaliser with the model's spelling map (ours when the tokenizer lost it)."""
+    mapping = getattr(processor.tokenizer, "english_spelling_normalizer", None)
+    if mapping is None:
+        from whisperkd.models.tokenizer import english_spelling_file
+
+        mapping = json.loads(english_spelling_file().read_text(encoding="utf-8"))
+    return EnglishTextNormalizer(mapping)
+
+
+def word_error_rate(references: list[str], hypotheses: list[str], normalize: Callable[[str], str]) -> float:
+    """Corpus WER after ``normalize``; pairs with an empty normalised reference are skipped."""
+    pairs = [(normalize(r), normalize(h)) for r, h in zip(references, hypotheses)]
+    pairs = [(r, h) for r, h in pairs if r.strip()]
+    if not pairs:
+        return float("nan")
+    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+@torch.no_grad()
+def greedy_transcripts(whisper, processor, batch: dict, encoder_hidden_states: torch.Tensor | None) -> list[str]:
+    """Greedy English transcripts of a batch; reuses the frozen encoder output when given.
+
+    The number of new tokens is capped at 1.5 x the longest reference + 10 (stops repetition loops).
+    """
+    device = next(whisper.parameters()).device
+    longest = int((batch["labels"] != -100).sum(1).max())
+    cap = min(MAX_NEW_TOKENS, int(1.5 * longest) + 10)
+    if encoder_hidden_states is not None:
+        inputs = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoder_hidden_states.to(device))}
+    else:
+        inputs = {"input_features": batch["input_features"].to(device, next(whisper.parameters()).dtype)}
+    ids = whisper.generate(**inputs, max_new_tokens=cap, **generate_kwargs(whisper))
+    return [t.strip() for t in processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+@torch.no_grad()
+def evaluate(model, teacher, batches: list[dict], processor, loss_fn: Callable, wer: bool = True,
+             autocast: Callable = nullcontext, examples: int = 2) -> dict:
+    """Dev loss parts (token-weighted means, as in training but at full KD weight) and greedy WER.
+
+    ``model`` is the unwrapped DistillStudent, ``teacher`` a TeacherOutputs, ``loss_fn(model, batch,
+    teacher_batch) -> {part: tensor}``. Leaves ``model`` in eval mode (the caller switches back).
+    """
+    model.eval()
+    totals: dict[str, float] = {}
+    tokens = 0
+    refs, hyps = [], []
+    for batch in batches:
+        teacher_batch = teacher(batch)
+        with autocast():
+            parts = loss_fn(model, batch, teacher_batch)
+        n = int((batch["labels"] != -100).sum())
+        for key, value in parts.items():
+            totals[key] = totals.get(key, 0.0) + float(value) * n
+        tokens += n
+        if wer:
+            with autocast():
+                hyps += greedy_transcripts(model.whisper, processor, batch, teacher_batch.encoder_hidden_states)
+            refs += list(batch["texts"])
+    result = {f"dev_{key}": value / max(tokens, 1) for key, value in totals.items()}
+    result["utterances"] = sum(len(b["ids"]) for b in batches)
+    if wer:
+        result["wer"] = word_error_rate(refs, hyps, english_normalizer(processor))
+        result["examples"] = [{"ref": r, "hyp": h} for r, h in zip(refs[:examples], hyps[:examples])]
+    return result
