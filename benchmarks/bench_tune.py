@@ -5,7 +5,7 @@ Both sides train the same N configurations, the ones the study sampled from the 
 dev evaluation (greedy WER) at the end. The study builds the teacher cache once, before its first trial, and
 every trial reads it (no pruning: ``tune.pruner.kind=none``, so the saving is the cache's alone). The online
 runs are independent ``whisperkd distill`` runs with ``cache.enabled=false``: the teacher runs at every step and
-evaluation, its encoder memoised within a run (``teacher.encoder_memo_size``), not across runs.
+evaluation, its outputs memoised within a run (``teacher.memo_size``), not across runs.
 One process; a warm-up loads the models once before anything is timed. The study runs first.
 
 Usage: python benchmarks/bench_tune.py [--trials 4] [--utterances 24] [--steps 8] [--out runs/bench-tune]
@@ -75,7 +75,7 @@ def main() -> None:
     shutil.rmtree(args.out / "online", ignore_errors=True)
     train, dev = corpus(args.out / "corpus", args.utterances)
     raw = {
-        "teacher": {"model": str(resolve(args.teacher)), "device": "cpu", "dtype": "float32", "encoder_memo_size": 1000},
+        "teacher": {"model": str(resolve(args.teacher)), "device": "cpu", "dtype": "float32", "memo_size": 1000},
         "student": {"decoder_layers": args.student_layers},
         "optim": {"warmup_steps": 1},
         "train": {"max_steps": args.steps, "batch_size": 8, "device": "cpu", "log_every": 1},

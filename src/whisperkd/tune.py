@@ -19,7 +19,6 @@ import copy
 import dataclasses
 import gc
 import hashlib
-import inspect
 import json
 import math
 import re
@@ -198,34 +197,6 @@ def ensure_shared_cache(setup: TuneSetup, cfg: Config) -> None:
     setup.ready_caches.add(folder)
 
 
-def train_reporting(cfg: Config, on_eval: Callable[[int, dict], None]):
-    """``trainer.train(cfg)`` with ``on_eval(step, metrics)`` after each dev evaluation; an exception it raises
-    (optuna.TrialPruned) stops the run and comes out of here unchanged."""
-    from whisperkd.distill import trainer
-
-    if "on_eval" in inspect.signature(trainer.train).parameters:
-        return trainer.train(cfg, on_eval=on_eval)
-    # Interim, until trainer.train takes on_eval: every dev evaluation goes through History.log_eval.
-    original, opened = trainer.History, []
-
-    class ReportingHistory(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            opened.append(self)
-
-        def log_eval(self, record: dict) -> None:
-            super().log_eval(record)
-            on_eval(record["step"], record)
-
-    trainer.History = ReportingHistory
-    try:
-        return trainer.train(cfg)
-    finally:
-        trainer.History = original
-        for history in opened:
-            history.close()
-
-
 def trial_value(evals: list[dict], objective: str, keep_best: bool) -> float:
     """The trial's result: the best dev value after training started (the student keep_best keeps), or the
     last one (keep_best false). Non-finite values are stored as null in the history."""
@@ -241,6 +212,8 @@ def trial_value(evals: list[dict], objective: str, keep_best: bool) -> float:
 
 def distill_trial(setup: TuneSetup):
     """The objective of ``whisperkd tune``: one distillation run per trial (see :data:`study.TrialFn`)."""
+    from whisperkd.distill.trainer import train
+
     objective = setup.spec.objective
 
     def run(trial, params: dict, run_dir: Path, report) -> float:
@@ -253,7 +226,7 @@ def distill_trial(setup: TuneSetup):
             report(step, math.nan if value is None else float(value))
 
         try:
-            result = train_reporting(cfg, on_eval)
+            result = train(cfg, on_eval=on_eval)  # on_eval raising optuna.TrialPruned stops the run
         finally:
             gc.collect()  # free this trial's models (and their cycles) before the next one loads
         return trial_value(result.history.get("evals", []), objective, cfg.eval.keep_best)

@@ -18,8 +18,7 @@ def register(sub) -> None:
                                    "runs: the base config plus one dotted override per parameter of its tune.space. "
                                    "Several workers (machines) share a study by running the same command with the "
                                    "same --storage; the study stops at N finished trials in all and resumes when "
-                                   "started again.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   "started again. See docs/tuning.md.")
     _options(p)
     p.add_argument("items", nargs=argparse.REMAINDER, metavar="CONFIG [KEY=VALUE ...]",
                    help="the YAML config (with an optional tune: section), then overrides such as "
