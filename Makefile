@@ -38,8 +38,10 @@ test: $(STAMP) $(SYSTEM_STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP) $(SYSTEM_STAMP)
-	$(PY) -m whisperkd.cli models fetch base
-	@echo "The full offline demo (corpus, cache, distillation, evaluation) is not wired yet; see README."
+	$(VENV)/bin/whisperkd demo
+
+demo-quick: $(STAMP) $(SYSTEM_STAMP)
+	$(VENV)/bin/whisperkd demo --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache

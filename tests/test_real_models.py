@@ -160,3 +160,18 @@ def test_unknown_names_and_offline_hub_ids_say_what_to_run(real_speech_dir):
     assert result.returncode == 2
     err = result.stderr.strip().splitlines()
     assert len(err) == 1 and "openai/whisper-small" in err[0] and "whisperkd models fetch tiny.en" in err[0]
+
+
+def test_greedy_from_cached_encoder_equals_generate(real, real_speech_dir):
+    from whisperkd.data.collate import decoder_prompt_ids
+    from whisperkd.transcribe import generate_kwargs, greedy_from_encoder
+
+    name, _, model, processor = real
+    audio = [a for _, a, _ in _clips(real_speech_dir)[:3]]
+    feats = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+    with torch.no_grad():
+        enc = model.model.encoder(feats).last_hidden_state
+        ref = model.generate(feats, max_new_tokens=40, **generate_kwargs(model))
+    eot = EXPECTED_IDS[name]["eot"]
+    ours = greedy_from_encoder(model, enc, decoder_prompt_ids(processor.tokenizer), 40)
+    assert ours == [[t for t in row.tolist() if t < eot] for row in ref]

@@ -15,12 +15,15 @@ import sys
 from whisperkd.errors import UserError
 
 COMMAND_MODULES = (
+    "demo",
     "models",
     "transcribe",
     "corpus",
     "distill",
     "evaluate",
     "report",
+    "cache",
+    "label",
     "tune",
 )
 

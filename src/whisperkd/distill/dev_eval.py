@@ -15,10 +15,10 @@ import json
 
 import jiwer
 import torch
-from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
-from whisperkd.transcribe import generate_kwargs
+from whisperkd.data.collate import decoder_prompt_ids
+from whisperkd.transcribe import generate_kwargs, greedy_from_encoder
 
 MAX_NEW_TOKENS = 440
 
@@ -52,10 +52,11 @@ def greedy_transcripts(whisper, processor, batch: dict, encoder_hidden_states: t
     longest = int((batch["labels"] != -100).sum(1).max())
     cap = min(MAX_NEW_TOKENS, int(1.5 * longest) + 10)
     if encoder_hidden_states is not None:
-        inputs = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoder_hidden_states.to(device))}
+        prompt = batch["decoder_input_ids"][0, : len(decoder_prompt_ids(processor.tokenizer))].tolist()
+        ids = greedy_from_encoder(whisper, encoder_hidden_states.to(device), prompt, cap)
     else:
-        inputs = {"input_features": batch["input_features"].to(device, next(whisper.parameters()).dtype)}
-    ids = whisper.generate(**inputs, max_new_tokens=cap, **generate_kwargs(whisper))
+        features = batch["input_features"].to(device, next(whisper.parameters()).dtype)
+        ids = whisper.generate(input_features=features, max_new_tokens=cap, **generate_kwargs(whisper))
     return [t.strip() for t in processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 

@@ -1,0 +1,24 @@
+"""``whisperkd demo [--quick]``: the offline demo end to end (see whisperkd.demo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="offline demo: corpus, teacher cache, distillation, evaluation, report")
+    p.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
+    p.add_argument("--quick", action="store_true", help="the CI-sized variant (a few minutes)")
+    p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
+    p.add_argument("--real-speech", type=Path, default=None, help="folder with manifest.jsonl of real clips")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.max_steps=400")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from whisperkd.demo import REAL_SPEECH, run_demo
+
+    run_demo(args.config, "quick" if args.quick else "full", args.workdir, args.seed,
+             args.real_speech or REAL_SPEECH, tuple(args.overrides))
+    return 0

