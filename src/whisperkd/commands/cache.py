@@ -1,0 +1,106 @@
+"""``whisperkd cache CONFIG [KEY=VALUE...]``: compute the offline teacher cache of a distillation config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from whisperkd.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "cache", help="run the frozen teacher once over the training and dev data and store its outputs",
+        description="Build (or finish, or check) the teacher cache of a distillation config: the teacher decoder's "
+                    "final states (full logits, exact), its hidden states, the frozen-encoder outputs and, with "
+                    "cache.topk, top-k log-probabilities at the training temperature; memory-mapped shards under "
+                    "cache.dir (default OUTPUT_DIR/teacher_cache). Resumable; a cache built from other inputs is "
+                    "rebuilt or refused (cache.on_stale). See docs/cache.md.")
+    _options(p)
+    # REMAINDER: options may also come after the config and the overrides (parsed again in run()).
+    p.add_argument("items", nargs=argparse.REMAINDER, metavar="CONFIG [KEY=VALUE ...]",
+                   help="the distillation config (YAML), then overrides such as cache.dir=/data/cache")
+    p.set_defaults(func=run, on_stale=None)
+
+
+def _options(p) -> None:
+    stale = p.add_mutually_exclusive_group()
+    stale.add_argument("--rebuild", dest="on_stale", action="store_const", const="rebuild",
+                       help="rebuild a cache whose inputs changed (overrides cache.on_stale)")
+    stale.add_argument("--refuse", dest="on_stale", action="store_const", const="refuse",
+                       help="stop with an error when the inputs changed (overrides cache.on_stale)")
+    p.add_argument("--check", action="store_true", help="only say whether the cache is complete and up to date "
+                                                        "(exit 0 if so, 1 if not); computes nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_items(args) -> tuple[str, list[str]]:
+    """Options anywhere among CONFIG and KEY=VALUE items; returns (config path, overrides)."""
+    again = argparse.ArgumentParser(prog="whisperkd cache", add_help=False)
+    _options(again)
+    again.add_argument("rest", nargs="*")
+    more = again.parse_intermixed_args(args.items)
+    args.on_stale = more.on_stale or args.on_stale
+    args.check = args.check or more.check
+    args.no_progress = args.no_progress or more.no_progress
+    if not more.rest or "=" in more.rest[0]:
+        raise UserError("give the distillation config first: whisperkd cache CONFIG [KEY=VALUE ...]")
+    return more.rest[0], more.rest[1:]
+
+
+def load_config_with_cache(path, overrides):
+    """The config, accepting a ``cache:`` section even where :class:`whisperkd.config.Config` has none yet."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from whisperkd.config import Config, apply_override, config_from_dict, read_config_file
+    from whisperkd.distill.cache import cache_config
+
+    raw = read_config_file(path)
+    if "cache" in {f.name for f in dataclasses.fields(Config)}:
+        return config_from_dict(raw, overrides), None
+    section = raw.pop("cache", None) or {}
+    if not isinstance(section, dict):
+        raise UserError("config cache: expected a mapping of keys (enabled, dir, topk, ...)")
+    holder = {"cache": section}
+    rest = []
+    for assignment in overrides:
+        if assignment.strip().startswith("cache."):
+            apply_override(holder, assignment)
+        else:
+            rest.append(assignment)
+    cfg = config_from_dict(raw, rest)
+    return cfg, cache_config(SimpleNamespace(cache=holder["cache"]))
+
+
+def run(args) -> int:
+    import dataclasses
+
+    from whisperkd.config import with_absolute_paths
+    from whisperkd.distill import cache as cache_mod
+    from whisperkd.distill.build import build_models, read_splits
+
+    config_path, overrides = _parse_items(args)
+    cfg, section = load_config_with_cache(config_path, overrides)
+    cfg = with_absolute_paths(cfg)
+    if section is not None:  # the config module has no cache section yet: carry ours on a copy
+        cfg = dataclasses.replace(cfg)
+        object.__setattr__(cfg, "cache", section)
+    if cfg.loss.kind == "taid":
+        print("note: loss.kind is taid, which needs full teacher logits; the cached top-k serves KL only",
+              file=sys.stderr)
+    built = build_models(cfg)
+    train, dev = read_splits(cfg)
+    splits = {"train": train, "dev": dev} if dev else {"train": train}
+    cache_dir = cache_mod.cache_dir_of(cfg)
+    if args.check:
+        changes = cache_mod.check_cache(cache_dir, built.teacher, built.processor, splits,
+                                        cache_mod.settings_from_config(cfg, built))
+        if changes:
+            print(f"{cache_dir}: not up to date: " + "; ".join(changes))
+            return 1
+        print(f"{cache_dir}: complete and up to date")
+        return 0
+    report = cache_mod.ensure_cache(cfg, built, splits, on_stale=args.on_stale, progress=not args.no_progress)
+    print(report.summary())
+    return 0

@@ -1,0 +1,141 @@
+"""What a teacher cache depends on, as fingerprints: teacher weights, data, labels, settings.
+
+A cache stores the parts (:func:`cache_key_parts`) next to its key, so a mismatch can say what changed
+("teacher weights", "train data: 3 of 120 utterances differ") instead of only "stale".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from whisperkd.data.utterance import Utterance
+
+FORMAT_VERSION = 1
+AUDIO_IDENTITIES = ("stat", "content")
+
+
+def _hasher():
+    return hashlib.sha256()
+
+
+def _update_tensor(h, tensor: torch.Tensor) -> None:
+    t = tensor.detach().to("cpu").contiguous()
+    h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    if t.numel():
+        h.update(t.view(-1).view(torch.uint8).numpy().data)
+
+
+@torch.no_grad()
+def teacher_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of the state dict (names, dtypes, shapes, bytes): a changed or re-saved-differently model is a
+    different teacher; the same weights loaded from anywhere are the same teacher (dtype included)."""
+    h = _hasher()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode() + b"\0")
+        _update_tensor(h, tensor)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path, block: int = 1 << 22) -> str:
+    h = _hasher()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def audio_identity(utt: Utterance, how: str = "stat") -> str:
+    """What identifies an utterance's audio: ``stat`` = file name, size and mtime (cheap; a copy that resets
+    mtimes counts as changed), ``content`` = sha256 of the file. In-memory audio is always hashed."""
+    if how not in AUDIO_IDENTITIES:
+        raise ValueError(f"audio identity: got {how!r}; use one of {AUDIO_IDENTITIES}")
+    audio = utt.audio
+    if isinstance(audio, np.ndarray):
+        return "array:" + hashlib.sha256(np.ascontiguousarray(audio).data).hexdigest() + f"@{utt.sample_rate}"
+    if isinstance(audio, (bytes, bytearray)):
+        return "bytes:" + hashlib.sha256(audio).hexdigest()
+    path = Path(audio)
+    try:
+        stat = path.stat()
+    except OSError:
+        return f"missing:{path.name}"
+    if how == "content":
+        return f"sha256:{file_sha256(path)}"
+    return f"stat:{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def utterance_fingerprints(utterances: Sequence[Utterance], audio: str = "stat") -> list[str]:
+    """One short hash per utterance over (id, text, audio identity), in order."""
+    out = []
+    for utt in utterances:
+        record = json.dumps([utt.id, utt.text, audio_identity(utt, audio)], ensure_ascii=False)
+        out.append(hashlib.sha256(record.encode()).hexdigest()[:16])
+    return out
+
+
+def digest(obj) -> str:
+    """sha256 of the canonical JSON of ``obj``."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def feature_extractor_fingerprint(feature_extractor) -> str:
+    """Hash of the log-mel settings (mel count, window, hop, chunk length, sampling rate)."""
+    settings = {k: getattr(feature_extractor, k, None) for k in
+                ("feature_size", "sampling_rate", "hop_length", "chunk_length", "n_fft", "padding_value")}
+    return digest(settings)
+
+
+def cache_key(parts: dict) -> str:
+    """The key of a whole cache: a hash of all its parts."""
+    return digest(parts)
+
+
+def global_key(parts: dict) -> str:
+    """The key of what every split shares (teacher, settings, label prompt, log-mel settings)."""
+    return digest({k: v for k, v in parts.items() if k != "splits"})
+
+
+def split_key(parts: dict, split: str) -> str:
+    """The key of one split's shards: the shared key and that split's data and label tokens."""
+    return digest([global_key(parts), split, parts["splits"][split]])
+
+
+def describe_changes(old: dict, new: dict) -> list[str]:
+    """Human-readable list of the parts that differ between two ``cache_key_parts`` dictionaries."""
+    changes = []
+    names = {"teacher": "teacher weights", "labels": "label settings (prompt, tokenizer)",
+             "settings": "cache settings (k, temperature, dtypes, stored layers)", "features": "log-mel settings",
+             "format": "cache format version", "student_encoder": "student encoder"}
+    for key in sorted(set(old) | set(new)):
+        if key == "splits":
+            continue
+        if old.get(key) != new.get(key):
+            what = names.get(key, key)
+            if key == "settings" and isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+                diff = [f"{k} {old[key].get(k)!r} -> {new[key].get(k)!r}"
+                        for k in sorted(set(old[key]) | set(new[key])) if old[key].get(k) != new[key].get(k)]
+                what += ": " + ", ".join(diff)
+            changes.append(what)
+    old_splits, new_splits = old.get("splits", {}), new.get("splits", {})
+    for split in sorted(set(old_splits) | set(new_splits)):
+        a, b = old_splits.get(split), new_splits.get(split)
+        if a == b:
+            continue
+        if a is None or b is None:
+            changes.append(f"{split} data: split {'added' if a is None else 'removed'}")
+            continue
+        a_items, b_items = a.get("utterances", []), b.get("utterances", [])
+        if len(a_items) != len(b_items):
+            changes.append(f"{split} data: {len(a_items)} -> {len(b_items)} utterances")
+        elif a_items != b_items:
+            n = sum(x != y for x, y in zip(a_items, b_items))
+            changes.append(f"{split} data: {n} of {len(a_items)} utterances differ (id, text or audio)")
+        else:
+            changes.append(f"{split} labels: the token sequences differ (tokenizer or label settings)")
+    return changes
