@@ -20,6 +20,7 @@ Shards are written atomically, so an interrupted build resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -445,11 +446,14 @@ class CacheConfig:
 
 
 def cache_config(cfg) -> CacheConfig:
-    """``cfg.cache`` (a :class:`CacheConfig` or a mapping), defaults when the config has no such section."""
+    """``cfg.cache`` (a :class:`CacheConfig`, a dataclass with the same fields, or a mapping), checked;
+    defaults when the config has no such section."""
     section = getattr(cfg, "cache", None)
     if section is None:
         section = CacheConfig()
-    elif isinstance(section, dict):
+    elif not isinstance(section, (CacheConfig, dict)) and dataclasses.is_dataclass(section):
+        section = dataclasses.asdict(section)  # a copy of this section defined in whisperkd.config
+    if isinstance(section, dict):
         unknown = set(section) - set(CacheConfig.__dataclass_fields__)
         if unknown:
             raise UserError(f"config cache.{sorted(unknown)[0]}: unknown key; valid keys: "
