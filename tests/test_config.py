@@ -46,7 +46,7 @@ def test_values_parse_as_yaml_scalars():
     ("optim.lrr=1e-4", "config optim.lrr: unknown key; valid keys: lr, weight_decay, betas, eps, warmup_steps, "
                        "grad_clip"),
     ("optimizer.lr=1", "config optimizer: unknown section; valid sections: teacher, student, lora, loss, optim, "
-                       "train, data, eval, output"),
+                       "train, data, eval, output, cache"),
     ("loss.taid.gamma=1", "config loss.taid.gamma: unknown key; valid keys: t_start, t_end, alpha, beta, mode, "
                           "divergence"),
     ("optim.lr=fast", "config optim.lr: expected a number, got 'fast' (str)"),

@@ -1,6 +1,6 @@
 """The distillation config: one YAML file of typed sections, plus dotted overrides on the command line.
 
-    teacher, student, lora, loss (with loss.taid), optim, train, data, eval, output
+    teacher, student, lora, loss (with loss.taid), optim, train, data, eval, output, cache
 
 Every key has a type and a default (the dataclasses below are the schema; docs/distill.md lists them).
 ``load_config("run.yaml", ["optim.lr=1e-4", "student.decoder_layers=[0,3]"])`` reads the file, applies the
@@ -154,6 +154,21 @@ class OutputConfig:
 
 
 @dataclass
+class CacheConfig:
+    """The offline teacher cache (docs/cache.md); checked by whisperkd.distill.cache.cache_config."""
+
+    enabled: bool = False  # train from the offline cache (built or checked at the start of distill)
+    dir: str | None = None  # null: <output.dir>/teacher_cache; point several runs (tuning) at one folder
+    logits: Literal["full", "topk"] = "full"  # full: exact logits from stored final states; topk: top-k + tail
+    topk: int | None = None  # top-k log-probs per position (null: 64 with logits=topk, else none)
+    hidden_layers: Literal["all", "needed"] = "all"  # decoder hidden states stored for alignment
+    on_stale: Literal["rebuild", "refuse"] = "rebuild"  # inputs changed since the cache was built
+    shard_size: int = 64  # utterances per shard (the unit of resuming)
+    batch_size: int = 8  # teacher batch while building
+    audio_identity: Literal["stat", "content"] = "stat"  # stat: name, size, mtime; content: sha256
+
+
+@dataclass
 class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -164,6 +179,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -417,11 +433,14 @@ def with_absolute_paths(cfg: Config, base: str | Path | None = None) -> Config:
     """A copy where data paths, model directories and output.dir are absolute (so a run resumes from anywhere)."""
     base = Path(base) if base is not None else Path.cwd()
     cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher), student=dataclasses.replace(cfg.student),
-                              data=dataclasses.replace(cfg.data), output=dataclasses.replace(cfg.output))
+                              data=dataclasses.replace(cfg.data), output=dataclasses.replace(cfg.output),
+                              cache=dataclasses.replace(cfg.cache))
     cfg.teacher.model = _absolute_if_exists(cfg.teacher.model, base)
     if cfg.student.init != "teacher":
         cfg.student.init = _absolute_if_exists(cfg.student.init, base)
     cfg.data.train = _absolute_if_exists(cfg.data.train, base)
     cfg.data.dev = _absolute_if_exists(cfg.data.dev, base)
     cfg.output.dir = str((base / Path(cfg.output.dir).expanduser()).resolve())
+    if cfg.cache.dir is not None:
+        cfg.cache.dir = str((base / Path(cfg.cache.dir).expanduser()).resolve())
     return cfg

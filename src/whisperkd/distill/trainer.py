@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from whisperkd.config import Config, LossConfig, with_absolute_paths
 from whisperkd.distill.build import (OnceSkipLog, TrainBatches, build_models, dev_batches, mixed_precision,
                                      read_splits, resolve_device)
+from whisperkd.distill.cache import make_teacher
 from whisperkd.distill.checkpoint import (latest_checkpoint, load_checkpoint, load_trainable, save_checkpoint,
                                           trainable_state)
 from whisperkd.distill.dev_eval import evaluate
@@ -168,7 +169,9 @@ def setup(cfg: Config, resume: bool = False) -> Run:
                       write=acc.is_main_process)
     if resume:
         history.log_event({"step": state["step"], "event": "resumed", "checkpoint": checkpoint.name})
-    teacher = built.online_teacher(cfg, acc.device)
+    splits = {"train": train_utts, "dev": dev_utts} if dev_utts else {"train": train_utts}
+    with acc.main_process_first():  # the main process builds (or checks) the cache, the others then read it
+        teacher = make_teacher(cfg, built, acc.device, splits, progress=cfg.train.progress)
     return Run(cfg, run_dir, acc, built, teacher, data.iterate(state), dev, model, trainable, optimizer, scheduler,
                taid, state, history, best_weights)
 
