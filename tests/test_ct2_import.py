@@ -101,7 +101,7 @@ def test_wrong_spec_name_is_refused(tiny_hf_dir, tmp_path):
     name = b"TransformerSpec"[: length - 1].ljust(length - 1, b"X")
     data[6 : 6 + length - 1] = name
     (ct2_dir / "model.bin").write_bytes(bytes(data))
-    with pytest.raises(UserError, match=r"model\.bin: model spec is 'TransformerSpec"):
+    with pytest.raises(UserError, match=r"model\.bin: model spec is 'Transformer', expected 'WhisperSpec'"):
         build_from_ct2(ct2_dir)
 
 
