@@ -128,6 +128,8 @@ class DataConfig:
     length_grouped: bool = False
     num_workers: int = 0
     memo_size: int = 0  # keep up to N decoded training examples (log-mel + tokens, ~1 MB each) in memory
+    labels: Literal["text", "original", "both"] = "text"  # with a `whisperkd label` manifest: pseudo-labels
+    # (text), the ground truth kept in text_original (original), or both as two examples (both)
 
 
 @dataclass

@@ -218,7 +218,17 @@ def read_splits(cfg: Config) -> tuple[list, list]:
     if d.train is None:
         raise UserError("config data.train: required to train; give a manifest (.jsonl/.csv), a LibriSpeech folder "
                         "or a Hugging Face save_to_disk folder (or use --dry-run)")
-    train = list(open_source(d.train))
+    source = open_source(d.train)
+    if d.labels != "text":
+        if source.kind != "manifest":
+            raise UserError(f"config data.labels: {d.labels} needs a JSONL manifest written by `whisperkd label`; "
+                            f"{d.train} is a {source.kind}")
+        from whisperkd.pseudo_label import read_labelled
+
+        manifest = source.path / "manifest.jsonl" if Path(source.path).is_dir() else source.path
+        train = read_labelled(manifest, d.labels)
+    else:
+        train = list(source)
     if d.dev is not None:
         dev = list(open_source(d.dev))
     elif d.dev_fraction > 0:
