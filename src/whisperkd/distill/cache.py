@@ -38,6 +38,7 @@ from whisperkd.data.skiplog import SkipLog
 from whisperkd.data.utterance import Utterance
 from whisperkd.distill import cache_key as keys
 from whisperkd.distill import cache_store as store
+from whisperkd import config
 from whisperkd.errors import UserError
 
 ON_STALE = ("rebuild", "refuse")
@@ -409,19 +410,8 @@ def check_cache(cache_dir: str | Path, teacher, processor, splits: Mapping[str, 
 
 # ---------------------------------------------------------------- from the distillation config
 
-@dataclass
-class CacheConfig:
-    """The ``cache:`` section of a distillation config (docs/cache.md)."""
-
-    enabled: bool = False  # train from the offline cache (built or checked at the start of distill)
-    dir: str | None = None  # null: <output.dir>/teacher_cache; point several runs (tuning) at one folder
-    logits: str = "full"  # "full": exact logits from the stored final states (any T, TAID); "topk": top-k + tail
-    topk: int | None = None  # top-k log-probs stored per position (null: 64 with logits=topk, else 0 = none)
-    hidden_layers: str = "all"  # "all" decoder layers (any student can align), or "needed" (this student's)
-    on_stale: str = "rebuild"  # inputs changed since the cache was built: "rebuild" it or "refuse" to train
-    shard_size: int = 64  # utterances per shard (the unit of resuming)
-    batch_size: int = 8  # teacher batch while building
-    audio_identity: str = "stat"  # "stat": file name, size, mtime; "content": sha256 of each audio file
+class CacheConfig(config.CacheConfig):
+    """The ``cache:`` section of a distillation config (fields in whisperkd.config; docs/cache.md), checked."""
 
     def check(self) -> None:
         if self.logits not in ("full", "topk"):
@@ -434,6 +424,8 @@ class CacheConfig:
             raise UserError(f"config cache.on_stale: got {self.on_stale!r}; use rebuild or refuse")
         if (self.topk is not None and self.topk < 0) or self.shard_size < 1 or self.batch_size < 1:
             raise UserError("config cache.topk >= 0, cache.shard_size and cache.batch_size >= 1")
+        if self.audio_identity not in keys.AUDIO_IDENTITIES:
+            raise UserError(f"config cache.audio_identity: got {self.audio_identity!r}; use stat or content")
 
     @property
     def k(self) -> int:
@@ -441,8 +433,6 @@ class CacheConfig:
         if self.topk is not None:
             return self.topk
         return DEFAULT_TOPK if self.logits == "topk" else 0
-        if self.audio_identity not in keys.AUDIO_IDENTITIES:
-            raise UserError(f"config cache.audio_identity: got {self.audio_identity!r}; use stat or content")
 
 
 def cache_config(cfg) -> CacheConfig:
