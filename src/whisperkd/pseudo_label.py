@@ -37,16 +37,10 @@ ORIGINAL_SUFFIX = "#original"
 
 
 def english_normalizer(tokenizer=None) -> Callable[[str], str]:
-    """Whisper's English text normaliser: the tokenizer's (``tokenizer.normalize``) when it has the spelling
-    map, else one built from the map shipped with whisperkd (the same file)."""
-    if tokenizer is not None and getattr(tokenizer, "english_spelling_normalizer", None):
-        return tokenizer.normalize
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+    """Whisper's English text normaliser (whisperkd.evaluate.normalize: one spelling map for every model)."""
+    from whisperkd.evaluate.normalize import english_normalizer as shared
 
-    from whisperkd.models.tokenizer import english_spelling_file
-
-    with open(english_spelling_file(), encoding="utf-8") as f:
-        return EnglishTextNormalizer(json.load(f))
+    return shared()
 
 
 def word_errors(reference: str, hypothesis: str, normalize: Callable[[str], str]) -> tuple[int, int]:

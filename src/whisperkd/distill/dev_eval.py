@@ -11,26 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 
-import json
-
 import jiwer
 import torch
 from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
 from whisperkd.data.collate import decoder_prompt_ids
+from whisperkd.evaluate.normalize import english_normalizer as shared_normalizer
 from whisperkd.transcribe import generate_kwargs, greedy_from_encoder
 
 MAX_NEW_TOKENS = 440
 
 
-def english_normalizer(processor) -> EnglishTextNormalizer:
-    """Whisper's English normaliser with the model's spelling map (ours when the tokenizer lost it)."""
-    mapping = getattr(processor.tokenizer, "english_spelling_normalizer", None)
-    if mapping is None:
-        from whisperkd.models.tokenizer import english_spelling_file
-
-        mapping = json.loads(english_spelling_file().read_text(encoding="utf-8"))
-    return EnglishTextNormalizer(mapping)
+def english_normalizer(processor=None) -> EnglishTextNormalizer:
+    """Whisper's English normaliser (the same spelling map for every model; ``processor`` is not needed)."""
+    return shared_normalizer()
 
 
 def word_error_rate(references: list[str], hypotheses: list[str], normalize: Callable[[str], str]) -> float:
