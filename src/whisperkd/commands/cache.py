@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from whisperkd.commands._items import reparse_items
 from whisperkd.errors import UserError
 
 
@@ -36,57 +37,20 @@ def _options(p) -> None:
 
 def _parse_items(args) -> tuple[str, list[str]]:
     """Options anywhere among CONFIG and KEY=VALUE items; returns (config path, overrides)."""
-    again = argparse.ArgumentParser(prog="whisperkd cache", add_help=False)
-    _options(again)
-    again.add_argument("rest", nargs="*")
-    more = again.parse_intermixed_args(args.items)
-    args.on_stale = more.on_stale or args.on_stale
-    args.check = args.check or more.check
-    args.no_progress = args.no_progress or more.no_progress
-    if not more.rest or "=" in more.rest[0]:
+    rest = reparse_items(args, "whisperkd cache", _options)
+    if not rest or "=" in rest[0]:
         raise UserError("give the distillation config first: whisperkd cache CONFIG [KEY=VALUE ...]")
-    return more.rest[0], more.rest[1:]
-
-
-def load_config_with_cache(path, overrides):
-    """The config, accepting a ``cache:`` section even where :class:`whisperkd.config.Config` has none yet."""
-    import dataclasses
-    from types import SimpleNamespace
-
-    from whisperkd.config import Config, apply_override, config_from_dict, read_config_file
-    from whisperkd.distill.cache import cache_config
-
-    raw = read_config_file(path)
-    if "cache" in {f.name for f in dataclasses.fields(Config)}:
-        return config_from_dict(raw, overrides), None
-    section = raw.pop("cache", None) or {}
-    if not isinstance(section, dict):
-        raise UserError("config cache: expected a mapping of keys (enabled, dir, topk, ...)")
-    holder = {"cache": section}
-    rest = []
-    for assignment in overrides:
-        if assignment.strip().startswith("cache."):
-            apply_override(holder, assignment)
-        else:
-            rest.append(assignment)
-    cfg = config_from_dict(raw, rest)
-    return cfg, cache_config(SimpleNamespace(cache=holder["cache"]))
+    return rest[0], rest[1:]
 
 
 def run(args) -> int:
-    import dataclasses
-
-    from whisperkd.config import with_absolute_paths
+    from whisperkd.config import load_config, with_absolute_paths
     from whisperkd.distill import cache as cache_mod
     from whisperkd.distill.build import build_models, read_splits
 
     config_path, overrides = _parse_items(args)
-    cfg, section = load_config_with_cache(config_path, overrides)
-    cfg = with_absolute_paths(cfg)
-    if section is not None:  # the config module has no cache section yet: carry ours on a copy
-        cfg = dataclasses.replace(cfg)
-        object.__setattr__(cfg, "cache", section)
-    if cfg.loss.kind == "taid":
+    cfg = with_absolute_paths(load_config(config_path, overrides))
+    if cfg.loss.kind == "taid" and cfg.cache.logits == "topk":
         print("note: loss.kind is taid, which needs full teacher logits; the cached top-k serves KL only",
               file=sys.stderr)
     built = build_models(cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from whisperkd.commands._items import reparse_items
 from whisperkd.errors import UserError
 
 
@@ -35,15 +36,7 @@ def _options(p) -> None:
 
 def _parse_items(args) -> tuple[str | None, list[str]]:
     """Options anywhere among CONFIG and KEY=VALUE items; returns (config path, overrides)."""
-    again = argparse.ArgumentParser(prog="whisperkd distill", add_help=False)
-    _options(again)
-    again.add_argument("rest", nargs="*")
-    more = again.parse_intermixed_args(args.items)
-    args.dry_run = args.dry_run or more.dry_run
-    args.print_config = args.print_config or more.print_config
-    if more.resume is not None:
-        args.resume = more.resume
-    items = more.rest
+    items = reparse_items(args, "whisperkd distill", _options)
     if items and "=" not in items[0]:
         return items[0], items[1:]
     return None, items

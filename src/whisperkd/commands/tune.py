@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from whisperkd.commands._items import reparse_items
 from whisperkd.errors import UserError
 
 
@@ -39,17 +40,10 @@ def _options(p) -> None:
 
 def _parse_items(args) -> tuple[str, list[str]]:
     """Options anywhere among CONFIG and KEY=VALUE items (as in ``whisperkd distill``)."""
-    again = argparse.ArgumentParser(prog="whisperkd tune", add_help=False)
-    _options(again)
-    again.add_argument("rest", nargs="*")
-    more = again.parse_intermixed_args(args.items)
-    for name in ("trials", "storage", "study"):
-        if getattr(more, name) is not None:
-            setattr(args, name, getattr(more, name))
-    args.no_progress = args.no_progress or more.no_progress
-    if not more.rest or "=" in more.rest[0]:
+    rest = reparse_items(args, "whisperkd tune", _options)
+    if not rest or "=" in rest[0]:
         raise UserError("give a config file first (e.g. configs/tiny-en-2layer.yaml), then KEY=VALUE overrides")
-    return more.rest[0], more.rest[1:]
+    return rest[0], rest[1:]
 
 
 def run(args) -> int:
