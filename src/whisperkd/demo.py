@@ -29,13 +29,16 @@ class DemoSize:
     dev_utterances: int
     test_utterances: int
     eval_repeats: int
+    latency: bool  # also time every utterance alone (batch 1)
     overrides: tuple[str, ...]
+    pack_seconds: float | None = 28.0  # pack training utterances into windows of this length (None: do not)
 
 
 SIZES = {
-    "full": DemoSize(1200, 48, 120, 3, ()),
-    "quick": DemoSize(160, 16, 24, 1, ("train.max_steps=120", "eval.every=40", "eval.max_utterances=16",
-                                       "output.checkpoint_every=60")),
+    "full": DemoSize(2000, 48, 80, 1, True, ()),
+    "quick": DemoSize(240, 16, 24, 1, False, ("train.max_steps=80", "train.batch_size=2", "optim.warmup_steps=10",
+                                              "eval.every=40", "eval.max_utterances=16",
+                                              "output.checkpoint_every=40")),
 }
 
 
@@ -68,6 +71,12 @@ def build_corpus(out: Path, size: DemoSize, seed: int, real_dir: Path, engines: 
         _log(f"corpus {split}: {n} utterances, {len(voices[split])} voices, {len(texts[split])} sentences")
         synthesize_corpus(out / split, texts[split], voices[split], seed=seed, utterances=n, progress=False)
         manifests[split] = out / split / "manifest.jsonl"
+    if size.pack_seconds:
+        from whisperkd.data.pack import pack_manifest
+
+        manifests["train"] = pack_manifest(manifests["train"], out / "train-packed", max_seconds=size.pack_seconds,
+                                           seed=seed)
+        _log(f"corpus train: packed into {sum(1 for _ in open(manifests['train']))} windows of <= {size.pack_seconds:g} s")
     return manifests
 
 
@@ -133,6 +142,7 @@ def run_demo(config: Path, variant: str = "full", workdir: Path = Path("runs/dem
     run_dir = workdir / "run"
     cfg = load_config(config, list(size.overrides) + list(overrides) + [
         f"data.train={manifests['train']}", f"data.dev={manifests['dev']}", f"output.dir={run_dir}",
+        f"cache.dir={workdir / 'teacher_cache'}",
         "output.overwrite=true" if not (run_dir / "checkpoint").is_dir() else "output.overwrite=false"])
     _log(f"distilling into {run_dir} ({cfg.train.max_steps} steps)")
     resume = (run_dir / "checkpoint").is_dir() and not (run_dir / "student_final" / "config.json").is_file()
@@ -143,7 +153,8 @@ def run_demo(config: Path, variant: str = "full", workdir: Path = Path("runs/dem
     names = {cfg.teacher.model: f"teacher ({cfg.teacher.model})", str(untrained): "untrained pruned student",
              str(run_dir): "distilled student"}
     _log("evaluating teacher, untrained and distilled students on held-out voices and real speech")
-    metrics = evaluate_models(list(names), sets, run_dir / "report", batch_size=8, repeats=size.eval_repeats)
+    metrics = evaluate_models(list(names), sets, run_dir / "report", batch_size=8, repeats=size.eval_repeats,
+                              latency=size.latency)
     write_report(run_dir, before=str(untrained), data=str(manifests["test"]))
     rows = summary_rows(metrics, list(names.values()))
     table = format_table(rows)

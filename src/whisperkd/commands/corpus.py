@@ -21,7 +21,7 @@ def _positive(kind):
 
 
 def register(subparsers) -> None:
-    """Add ``corpus`` (with sub-command ``synth``) to the CLI."""
+    """Add ``corpus`` (sub-commands ``synth`` and ``pack``) to the CLI."""
     corpus = subparsers.add_parser("corpus", help="build speech corpora")
     sub = corpus.add_subparsers(dest="corpus_command", metavar="SUBCOMMAND")
     sub.required = True
@@ -43,6 +43,15 @@ def register(subparsers) -> None:
     synth.add_argument("--jobs", type=_positive(int), default=2, help="parallel synthesis processes (default 2)")
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=run_synth)
+    pack = sub.add_parser("pack", help="pack short utterances into ~30-s windows (cuts the teacher's encoder cost)",
+                          description="Concatenate utterances of a manifest (seeded order) into windows of at most "
+                                      "--max-seconds, transcripts joined by a space; writes OUT/manifest.jsonl.")
+    pack.add_argument("manifest", type=Path, help="input manifest (.jsonl or .csv)")
+    pack.add_argument("--out", type=Path, required=True, help="output folder for the packed windows")
+    pack.add_argument("--max-seconds", type=_positive(float), default=28.0, help="window length cap (default 28)")
+    pack.add_argument("--gap-seconds", type=float, default=0.4, help="silence between utterances (default 0.4)")
+    pack.add_argument("--seed", type=int, default=0, help="decides which utterances share a window")
+    pack.set_defaults(func=run_pack)
 
 
 def run_synth(args) -> int:
@@ -65,4 +74,16 @@ def run_synth(args) -> int:
     if not done:
         print("nothing was synthesised: see skipped.jsonl", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_pack(args) -> int:
+    """Pack the manifest and print how many windows were written."""
+    from whisperkd.data.manifest import read_manifest
+    from whisperkd.data.pack import pack_manifest
+
+    out = pack_manifest(args.manifest, args.out, args.max_seconds, args.gap_seconds, args.seed)
+    windows = read_manifest(out)
+    hours = sum(u.duration or 0 for u in windows) / 3600
+    print(f"{out}: {len(windows)} windows from {len(read_manifest(args.manifest))} utterances, {hours:.2f} h")
     return 0

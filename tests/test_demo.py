@@ -1,0 +1,71 @@
+"""The quick offline demo end to end (what `make demo` does, CI-sized): every stage leaves its files and the
+distilled student beats the untrained pruned student on held-out voices and sentences."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from whisperkd.cli import main
+from whisperkd.data.manifest import read_manifest
+from whisperkd.demo import format_table, summary_rows
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory, base_dir, real_speech_dir):
+    for tool in ("espeak-ng", "flite", "text2wave"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed (make system-packages)")
+    work = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--workdir", str(work), "--real-speech", str(real_speech_dir)]) == 0
+    return work / "quick"
+
+
+def test_every_stage_left_its_files(quick_demo):
+    corpus = quick_demo / "corpus"
+    for split in ("train", "dev", "test"):
+        assert read_manifest(corpus / split / "manifest.jsonl"), split
+    packed = read_manifest(corpus / "train-packed" / "manifest.jsonl")
+    assert 0 < len(packed) < len(read_manifest(corpus / "train" / "manifest.jsonl"))
+    assert (quick_demo / "teacher_cache").is_dir() and any((quick_demo / "teacher_cache").rglob("*.safetensors"))
+    run = quick_demo / "run"
+    for name in ("training_history.json", "training_config.json", "student_final/config.json", "tb"):
+        assert (run / name).exists(), name
+    assert (quick_demo / "student_untrained" / "config.json").is_file()
+    for name in ("metrics.json", "demo_summary.json", "demo_summary.md"):
+        assert (run / "report" / name).is_file(), name
+
+
+def test_held_out_voices_and_sentences_are_disjoint_from_training(quick_demo):
+    corpus = quick_demo / "corpus"
+    train = read_manifest(corpus / "train" / "manifest.jsonl")
+    for split in ("dev", "test"):
+        held = read_manifest(corpus / split / "manifest.jsonl")
+        assert not {u.speaker for u in held} & {u.speaker for u in train}, split
+        assert not {u.text for u in held} & {u.text for u in train}, split
+
+
+def test_distilled_beats_untrained_student(quick_demo):
+    rows = json.loads((quick_demo / "run" / "report" / "demo_summary.json").read_text())
+    by_model = {r["model"]: r for r in rows}
+    assert set(by_model) == {"teacher (base)", "untrained pruned student", "distilled student"}
+    assert by_model["distilled student"]["wer_held_out"] < by_model["untrained pruned student"]["wer_held_out"]
+    assert by_model["distilled student"]["parameters"] < by_model["teacher (base)"]["parameters"]
+    table = (quick_demo / "run" / "report" / "demo_summary.md").read_text()
+    assert table.strip() == format_table(rows)
+
+
+def test_summary_rows_from_metrics():
+    metrics = {"sets": [{"label": "test"}, {"label": "real"}],
+               "models": [{"label": "a", "parameters": 100}, {"label": "b", "parameters": 40}],
+               "results": [
+                   {"model": "a", "set": "test", "wer": 0.1, "speed": {"rtf": 0.4, "latency_p50_s": 1.0}},
+                   {"model": "a", "set": "real", "wer": 0.05, "speed": {"rtf": 0.5}},
+                   {"model": "b", "set": "test", "wer": 0.2, "speed": {"rtf": 0.2, "latency_p50_s": 0.8}},
+                   {"model": "b", "set": "real", "wer": 0.07, "speed": {"rtf": 0.25}}]}
+    rows = summary_rows(metrics, ["teacher", "student"])
+    assert [r["wer_real"] for r in rows] == [0.05, 0.07]
+    assert rows[1]["speedup"] == pytest.approx(2.0)
+    assert "| student | 0.0 M | 20.0 % | 7.0 % | 0.200 | 2.00x |" in format_table(rows)
