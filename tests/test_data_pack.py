@@ -17,13 +17,24 @@ SR = 16_000
 
 def test_plan_fills_windows_and_keeps_every_index():
     durations = [5.0, 6.0, 7.0, 8.0, 29.5, 2.0, 3.0]
-    groups = plan_packs(durations, max_seconds=20.0, gap_seconds=0.5, seed=1)
+    groups = plan_packs(durations, max_seconds=20.0, gap_seconds=0.5, seed=1, varied=False)
     assert sorted(i for g in groups for i in g) == list(range(7))
     for g in groups:
         total = sum(durations[i] for i in g) + 0.5 * (len(g) - 1)
         assert total <= 20.0 or g == [4]
     assert [4] in groups  # longer than a window: alone
-    assert plan_packs(durations, 20.0, 0.5, seed=1) == groups
+    assert plan_packs(durations, 20.0, 0.5, seed=1, varied=False) == groups
+
+
+def test_varied_targets_give_windows_of_every_size():
+    durations = [4.0] * 400
+    groups = plan_packs(durations, max_seconds=28.0, gap_seconds=0.4, seed=0)
+    sizes = [len(g) for g in groups]
+    assert sorted(i for g in groups for i in g) == list(range(400))
+    assert max(sizes) <= 6  # 6 x 4 s + 5 gaps = 26 s
+    assert {1, 2, 3, 4, 5, 6} <= set(sizes)
+    full = plan_packs(durations, max_seconds=28.0, gap_seconds=0.4, seed=0, varied=False)
+    assert len(full) < len(groups) and {len(g) for g in full} <= {6, 400 % 6}
 
 
 def _corpus(tmp_path, seconds):
@@ -37,9 +48,9 @@ def _corpus(tmp_path, seconds):
 
 def test_pack_concatenates_audio_and_text_in_order(tmp_path):
     manifest = _corpus(tmp_path, [1.0, 1.5, 2.0, 1.2, 1.1])
-    out = pack_manifest(manifest, tmp_path / "packed", max_seconds=4.0, gap_seconds=0.25, seed=3)
+    out = pack_manifest(manifest, tmp_path / "packed", max_seconds=4.0, gap_seconds=0.25, seed=3, varied=False)
     windows = read_manifest(out)
-    groups = plan_packs([1.0, 1.5, 2.0, 1.2, 1.1], 4.0, 0.25, seed=3)
+    groups = plan_packs([1.0, 1.5, 2.0, 1.2, 1.1], 4.0, 0.25, seed=3, varied=False)
     assert len(windows) == len(groups) < 5
     for window, group in zip(windows, groups):
         assert window.text == " ".join(f"sentence {i}." for i in group)
@@ -54,7 +65,12 @@ def test_pack_concatenates_audio_and_text_in_order(tmp_path):
             assert np.allclose(audio[gap_start:gap_start + 100], 0.0)
     # a rerun reuses the windows and writes the same manifest
     before = out.read_text()
-    assert pack_manifest(manifest, tmp_path / "packed", max_seconds=4.0, gap_seconds=0.25, seed=3).read_text() == before
+    assert pack_manifest(manifest, tmp_path / "packed", max_seconds=4.0, gap_seconds=0.25, seed=3,
+                         varied=False).read_text() == before
+    # other arguments: other windows, never a stale file under a reused name
+    other = read_manifest(pack_manifest(manifest, tmp_path / "packed", max_seconds=2.0, gap_seconds=0.25, seed=3))
+    for window in other:
+        assert len(sf.read(window.audio)[0]) == pytest.approx(window.duration * SR, abs=2)
 
 
 def test_unreadable_member_names_the_file(tmp_path):
@@ -66,5 +82,6 @@ def test_unreadable_member_names_the_file(tmp_path):
 
 def test_cli_pack(tmp_path, capsys):
     manifest = _corpus(tmp_path, [1.0, 1.0, 1.0])
-    assert main(["corpus", "pack", str(manifest), "--out", str(tmp_path / "p"), "--max-seconds", "10"]) == 0
+    assert main(["corpus", "pack", str(manifest), "--out", str(tmp_path / "p"), "--max-seconds", "10",
+                 "--full-windows"]) == 0
     assert "1 windows from 3 utterances" in capsys.readouterr().out

@@ -35,10 +35,10 @@ class DemoSize:
 
 
 SIZES = {
-    "full": DemoSize(2000, 48, 80, 1, True, ()),
-    "quick": DemoSize(240, 16, 24, 1, False, ("train.max_steps=80", "train.batch_size=2", "optim.warmup_steps=10",
-                                              "eval.every=40", "eval.max_utterances=16",
-                                              "output.checkpoint_every=40")),
+    "full": DemoSize(1600, 48, 80, 1, True, ()),
+    "quick": DemoSize(240, 16, 24, 1, False, ("train.max_steps=120", "train.batch_size=2", "optim.warmup_steps=10",
+                                              "eval.every=60", "eval.max_utterances=16",
+                                              "output.checkpoint_every=60")),
 }
 
 

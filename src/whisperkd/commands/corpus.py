@@ -51,6 +51,9 @@ def register(subparsers) -> None:
     pack.add_argument("--max-seconds", type=_positive(float), default=28.0, help="window length cap (default 28)")
     pack.add_argument("--gap-seconds", type=float, default=0.4, help="silence between utterances (default 0.4)")
     pack.add_argument("--seed", type=int, default=0, help="decides which utterances share a window")
+    pack.add_argument("--full-windows", action="store_true",
+                      help="fill every window to --max-seconds (default: a length target per window, uniform in "
+                           "(0, max], so windows hold 1, 2, 3, ... utterances and the student learns to stop)")
     pack.set_defaults(func=run_pack)
 
 
@@ -82,7 +85,8 @@ def run_pack(args) -> int:
     from whisperkd.data.manifest import read_manifest
     from whisperkd.data.pack import pack_manifest
 
-    out = pack_manifest(args.manifest, args.out, args.max_seconds, args.gap_seconds, args.seed)
+    out = pack_manifest(args.manifest, args.out, args.max_seconds, args.gap_seconds, args.seed,
+                        varied=not args.full_windows)
     windows = read_manifest(out)
     hours = sum(u.duration or 0 for u in windows) / 3600
     print(f"{out}: {len(windows)} windows from {len(read_manifest(args.manifest))} utterances, {hours:.2f} h")

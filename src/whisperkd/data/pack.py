@@ -3,10 +3,15 @@
 Whisper's encoder always runs on a 30-s window, so a 4-s utterance pays for 26 s of padding. Packing
 ``k`` utterances into one window divides the teacher's encoder cost per sentence (the teacher cache's
 main cost) by about ``k``; the decoder then learns the concatenated transcript.
+
+Each window gets its own length target, drawn uniformly from (0, max_seconds], so windows hold 1, 2, 3, ...
+utterances. Windows that are always full teach a student that a sentence is always followed by another:
+packed to 28 s every time, the quick demo's student never stopped after a single sentence (dev WER 162 %).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,21 +26,28 @@ from whisperkd.data.utterance import Utterance
 from whisperkd.errors import UserError
 
 
-def plan_packs(durations: Sequence[float], max_seconds: float, gap_seconds: float, seed: int = 0) -> list[list[int]]:
-    """Groups of indices (a seeded shuffle, then greedy filling) whose durations plus the gaps between
-    them fit in ``max_seconds``; an utterance longer than that is a group of its own."""
+def plan_packs(durations: Sequence[float], max_seconds: float, gap_seconds: float, seed: int = 0,
+               varied: bool = True) -> list[list[int]]:
+    """Groups of indices (a seeded shuffle, then greedy filling) whose durations plus the gaps between them
+    fit in the window's target: ``max_seconds``, or with ``varied`` a target drawn per window uniformly from
+    (0, max_seconds]. A window always takes at least one utterance (one longer than its target is alone)."""
     if max_seconds <= 0 or gap_seconds < 0:
         raise UserError(f"packing: max_seconds must be > 0 and gap_seconds >= 0 (got {max_seconds}, {gap_seconds})")
+    rng = random.Random(seed)
     order = list(range(len(durations)))
-    random.Random(seed).shuffle(order)
+    rng.shuffle(order)
+
+    def target() -> float:
+        return max_seconds * (1.0 - rng.random()) if varied else max_seconds
+
     groups: list[list[int]] = []
     current: list[int] = []
-    length = 0.0
+    length, limit = 0.0, target()
     for i in order:
         extra = durations[i] + (gap_seconds if current else 0.0)
-        if current and length + extra > max_seconds:
+        if current and length + extra > limit:
             groups.append(current)
-            current, length = [], 0.0
+            current, length, limit = [], 0.0, target()
             extra = durations[i]
         current.append(i)
         length += extra
@@ -45,9 +57,10 @@ def plan_packs(durations: Sequence[float], max_seconds: float, gap_seconds: floa
 
 
 def pack_manifest(manifest: str | Path, out_dir: str | Path, max_seconds: float = 28.0, gap_seconds: float = 0.4,
-                  seed: int = 0) -> Path:
+                  seed: int = 0, varied: bool = True) -> Path:
     """Write packed windows (``packed-NNNNN.wav``) and their ``manifest.jsonl`` into ``out_dir``; returns the
-    manifest. Reruns reuse the windows already written. Unreadable inputs raise UserError naming the file."""
+    manifest. A window's file name carries a hash of its members and gap, so a rerun reuses exactly the
+    windows it would write again. Unreadable inputs raise UserError naming the file."""
     utterances = read_manifest(manifest)
     if not utterances:
         raise UserError(f"{manifest}: no utterances to pack")
@@ -60,9 +73,10 @@ def pack_manifest(manifest: str | Path, out_dir: str | Path, max_seconds: float 
         durations.append(float(utt.duration))
     gap = np.zeros(int(round(gap_seconds * SAMPLE_RATE)), dtype=np.float32)
     packed = []
-    for n, group in enumerate(plan_packs(durations, max_seconds, gap_seconds, seed)):
+    for n, group in enumerate(plan_packs(durations, max_seconds, gap_seconds, seed, varied)):
         members = [utterances[i] for i in group]
-        path = out_dir / f"packed-{n:05d}.wav"
+        digest = hashlib.sha1(repr(([u.id for u in members], gap_seconds)).encode()).hexdigest()[:10]
+        path = out_dir / f"packed-{n:05d}-{digest}.wav"
         if not path.is_file():
             pieces = []
             for utt in members:
