@@ -18,7 +18,9 @@ from pathlib import Path
 
 from whisperkd.errors import UserError
 
-REAL_SPEECH = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-speech"
+REPO = Path(__file__).resolve().parents[2]
+REAL_SPEECH = REPO.parent / "shared" / "data" / "real-speech"
+DEFAULT_CONFIG = REPO / "configs" / "demo.yaml"
 
 
 @dataclass

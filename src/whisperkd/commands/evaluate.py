@@ -28,6 +28,8 @@ def register(sub) -> None:
                    help="weights of HF models (default: float32 on CPU, float16 on CUDA)")
     p.add_argument("--no-latency", dest="latency", action="store_false",
                    help="skip the batch-size-1 latency pass (it costs one more pass per repeat)")
+    p.add_argument("--loop-guard", action="store_true",
+                   help="cut a transcript where a word 4-gram starts for the 3rd time (repetition loops)")
     p.set_defaults(func=run)
 
 
@@ -52,7 +54,8 @@ def run(args) -> int:
     out = args.out or default_out(args.models)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     metrics = evaluate_models(args.models, args.data, out, batch_size=args.batch_size, repeats=args.repeats,
-                              limit=args.limit, device=args.device, dtype=dtype, latency=args.latency)
+                              limit=args.limit, device=args.device, dtype=dtype, latency=args.latency,
+                              loop_guard=args.loop_guard)
     print(metrics_markdown(metrics))
     print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'utterances.jsonl'}")
     return 0

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from whisperkd.errors import UserError
+from whisperkd.evaluate.loops import cut_repetition_loop
 from whisperkd.evaluate.memory import directory_size
 from whisperkd import transcribe as _transcribe
 
@@ -62,10 +63,15 @@ def run_trainable_parameters(run: Path) -> int | None:
     return None
 
 
+def _guarded(engine, texts: list[str]) -> list[str]:
+    return [cut_repetition_loop(t) for t in texts] if engine.loop_guard else texts
+
+
 class HFWhisper:
     """A transformers WhisperForConditionalGeneration with its processor."""
 
     kind = "hf"
+    loop_guard = False  # cut repetition loops out of the text (whisperkd.evaluate.loops)
 
     def __init__(self, spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
         from whisperkd.models.loading import load_model, load_processor, resolve
@@ -81,7 +87,8 @@ class HFWhisper:
         self.disk_bytes = directory_size(self.path)
 
     def transcribe(self, audios: list[np.ndarray]) -> list[str]:
-        return _transcribe.transcribe_arrays(self.model, self.processor, audios, batch_size=max(1, len(audios)))
+        return _guarded(self, _transcribe.transcribe_arrays(self.model, self.processor, audios,
+                                                            batch_size=max(1, len(audios))))
 
 
 def _ct2_vocab_size(path: Path) -> int:
@@ -148,6 +155,7 @@ class CT2Whisper:
     """A CTranslate2 Whisper directory, decoded greedily with the decoder prompt of its tokenizer."""
 
     kind = "ctranslate2"
+    loop_guard = False
 
     def __init__(self, spec: str, device: str = "cpu", compute_type: str = "default"):
         import ctranslate2
@@ -189,16 +197,21 @@ class CT2Whisper:
         max_length = min(CT2_MAX_LENGTH, 2 * cap + len(self.prompt))
         results = self.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32)),
                                       [self.prompt] * len(audios), beam_size=1, max_length=max_length)
-        return [self.tokenizer.decode(r.sequences_ids[0][:cap], skip_special_tokens=True).strip() for r in results]
+        return _guarded(self, [self.tokenizer.decode(r.sequences_ids[0][:cap], skip_special_tokens=True).strip()
+                               for r in results])
 
 
-def open_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None):
-    """An :class:`HFWhisper` or :class:`CT2Whisper` for ``spec``; UserError when it cannot be loaded."""
+def open_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None, loop_guard: bool = False):
+    """An :class:`HFWhisper` or :class:`CT2Whisper` for ``spec``; UserError when it cannot be loaded.
+    ``loop_guard``: cut repetition loops out of every transcript (whisperkd.evaluate.loops)."""
     if is_ct2_dir(Path(spec).expanduser()):
-        return CT2Whisper(spec, device=device)
-    if dtype is None:
-        dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
-    return HFWhisper(spec, device=device, dtype=dtype)
+        engine = CT2Whisper(spec, device=device)
+    else:
+        if dtype is None:
+            dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
+        engine = HFWhisper(spec, device=device, dtype=dtype)
+    engine.loop_guard = loop_guard
+    return engine
 
 
 def model_label(spec: str) -> str:
