@@ -21,8 +21,13 @@ def max_new_tokens_for(seconds: float, limit: int = 440) -> int:
 
 
 @torch.no_grad()
-def transcribe_arrays(model, processor, audios: list, batch_size: int = 8) -> list[str]:
-    """Transcribe 16 kHz mono float arrays (each at most 30 s); returns one string per array."""
+def transcribe_arrays(model, processor, audios: list, batch_size: int = 8, window: str | int | None = None) -> list[str]:
+    """Transcribe 16 kHz mono float arrays (each at most 30 s); returns one string per array.
+
+    ``window``: None (Whisper's 30-s encoder window), seconds, or "auto" (per batch, the shortest multiple of
+    5 s that holds its longest audio); see :mod:`whisperkd.models.window`."""
+    from whisperkd.models.window import encoder_window, window_for
+
     texts: list[str] = []
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -30,7 +35,10 @@ def transcribe_arrays(model, processor, audios: list, batch_size: int = 8) -> li
         chunk = audios[start : start + batch_size]
         feats = processor.feature_extractor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         longest = max(len(a) for a in chunk) / SAMPLE_RATE
-        ids = model.generate(feats.to(device, dtype), max_new_tokens=max_new_tokens_for(longest), **generate_kwargs(model))
+        seconds = 30 if window is None else window_for(longest) if window == "auto" else int(window)
+        with encoder_window(model, seconds) as frames:
+            ids = model.generate(feats[..., :frames].to(device, dtype), max_new_tokens=max_new_tokens_for(longest),
+                                 **generate_kwargs(model))
         texts.extend(t.strip() for t in processor.tokenizer.batch_decode(ids, skip_special_tokens=True))
     return texts
 

@@ -30,6 +30,9 @@ def register(sub) -> None:
                    help="skip the batch-size-1 latency pass (it costs one more pass per repeat)")
     p.add_argument("--loop-guard", action="store_true",
                    help="cut a transcript where a word 4-gram starts for the 3rd time (repetition loops)")
+    p.add_argument("--encoder-window", default=None, metavar="auto|SECONDS",
+                   help="run HF models' encoders on a shorter window than 30 s: a number of seconds, or auto (per "
+                        "batch, the shortest multiple of 5 s that holds its longest audio); default 30 s")
     p.set_defaults(func=run)
 
 
@@ -51,11 +54,17 @@ def run(args) -> int:
 
     if args.batch_size < 1 or args.repeats < 1 or (args.limit is not None and args.limit < 1):
         raise UserError("--batch-size, --repeats and --limit must be at least 1")
+    from whisperkd.models.window import parse_window
+
+    try:
+        window = parse_window(args.encoder_window)
+    except ValueError as err:
+        raise UserError(f"--encoder-window: {err}") from None
     out = args.out or default_out(args.models)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     metrics = evaluate_models(args.models, args.data, out, batch_size=args.batch_size, repeats=args.repeats,
                               limit=args.limit, device=args.device, dtype=dtype, latency=args.latency,
-                              loop_guard=args.loop_guard)
+                              loop_guard=args.loop_guard, encoder_window=window)
     print(metrics_markdown(metrics))
     print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'utterances.jsonl'}")
     return 0

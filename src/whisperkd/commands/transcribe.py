@@ -14,6 +14,10 @@ def register(sub) -> None:
     p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg; at most 30 s each)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--jsonl", action="store_true", help="print one JSON object per file")
+    p.add_argument("--loop-guard", action="store_true",
+                   help="cut a transcript where a word 4-gram starts for the 3rd time (repetition loops)")
+    p.add_argument("--encoder-window", default=None, metavar="auto|SECONDS",
+                   help="encoder window shorter than 30 s: seconds, or auto (shortest multiple of 5 s per batch)")
     p.set_defaults(func=run)
 
 
@@ -22,8 +26,14 @@ def run(args) -> int:
     from whisperkd.models.loading import load_model, load_processor
     from whisperkd.transcribe import transcribe_arrays
 
+    from whisperkd.models.window import parse_window
+
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    try:
+        window = parse_window(args.encoder_window)
+    except ValueError as err:
+        raise UserError(f"--encoder-window: {err}") from None
     audios = []
     for path in args.audio:
         try:
@@ -32,7 +42,11 @@ def run(args) -> int:
             raise UserError(f"{path}: unusable audio ({skip}); pass a readable wav/flac/ogg file of at most 30 s") from None
     model, processor = load_model(args.model), load_processor(args.model)
     start = time.perf_counter()
-    texts = transcribe_arrays(model, processor, audios, batch_size=args.batch_size)
+    texts = transcribe_arrays(model, processor, audios, batch_size=args.batch_size, window=window)
+    if args.loop_guard:
+        from whisperkd.evaluate.loops import cut_repetition_loop
+
+        texts = [cut_repetition_loop(t) for t in texts]
     seconds = time.perf_counter() - start
     for path, audio, text in zip(args.audio, audios, texts):
         if args.jsonl:

@@ -72,6 +72,7 @@ class HFWhisper:
 
     kind = "hf"
     loop_guard = False  # cut repetition loops out of the text (whisperkd.evaluate.loops)
+    encoder_window: str | int | None = None  # None: 30 s; seconds or "auto" (whisperkd.models.window)
 
     def __init__(self, spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
         from whisperkd.models.loading import load_model, load_processor, resolve
@@ -88,7 +89,8 @@ class HFWhisper:
 
     def transcribe(self, audios: list[np.ndarray]) -> list[str]:
         return _guarded(self, _transcribe.transcribe_arrays(self.model, self.processor, audios,
-                                                            batch_size=max(1, len(audios))))
+                                                            batch_size=max(1, len(audios)),
+                                                            window=self.encoder_window))
 
 
 def _ct2_vocab_size(path: Path) -> int:
@@ -201,15 +203,20 @@ class CT2Whisper:
                                for r in results])
 
 
-def open_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None, loop_guard: bool = False):
+def open_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None, loop_guard: bool = False,
+               encoder_window: str | int | None = None):
     """An :class:`HFWhisper` or :class:`CT2Whisper` for ``spec``; UserError when it cannot be loaded.
-    ``loop_guard``: cut repetition loops out of every transcript (whisperkd.evaluate.loops)."""
+    ``loop_guard``: cut repetition loops out of every transcript (whisperkd.evaluate.loops);
+    ``encoder_window``: seconds or "auto" for HF models (whisperkd.models.window); CTranslate2 refuses it."""
     if is_ct2_dir(Path(spec).expanduser()):
+        if encoder_window is not None:
+            raise UserError(f"{spec}: --encoder-window works with HF models only; CTranslate2 always uses 30 s")
         engine = CT2Whisper(spec, device=device)
     else:
         if dtype is None:
             dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
         engine = HFWhisper(spec, device=device, dtype=dtype)
+        engine.encoder_window = encoder_window
     engine.loop_guard = loop_guard
     return engine
 

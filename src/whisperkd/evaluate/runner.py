@@ -236,9 +236,10 @@ def add_ratios(results: list[dict]) -> None:
 def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: str | Path, batch_size: int = 8,
                     repeats: int = 3, limit: int | None = None, device: str | None = None,
                     dtype: torch.dtype | None = None, latency: bool = True, loop_guard: bool = False,
-                    log: Callable[[str], None] = _stderr) -> dict:
+                    encoder_window: str | int | None = None, log: Callable[[str], None] = _stderr) -> dict:
     """Evaluate every model on every set; write metrics.json, metrics.md and utterances.jsonl in ``out_dir``.
-    ``loop_guard``: cut repetition loops out of every transcript before scoring (whisperkd.evaluate.loops).
+    ``loop_guard``: cut repetition loops out of every transcript before scoring (whisperkd.evaluate.loops);
+    ``encoder_window``: run HF models' encoders on a shorter window (whisperkd.models.window).
 
     Returns the metrics dictionary written to ``metrics.json``.
     """
@@ -273,7 +274,7 @@ def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: 
         log(f"loading {spec} ...")
         memory.release_free_memory()
         rss0, gpu0 = memory.current_rss(), memory.cuda_allocated(device)
-        engine = open_model(spec, device=device, dtype=dtype, loop_guard=loop_guard)
+        engine = open_model(spec, device=device, dtype=dtype, loop_guard=loop_guard, encoder_window=encoder_window)
         rss1, gpu1 = memory.current_rss(), memory.cuda_allocated(device)
         engines[label] = engine
         model_rows.append({
@@ -305,7 +306,7 @@ def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: 
         "created": started,
         "machine": machine,
         "settings": {"batch_size": batch_size, "repeats": repeats, "limit": limit, "latency": latency,
-                     "loop_guard": loop_guard,
+                     "loop_guard": loop_guard, "encoder_window": encoder_window,
                      "device": device, "normalizer": "whisper EnglishTextNormalizer (english_spelling.json)",
                      "decoding": "greedy, English, no timestamps"},
         "models": model_rows,
