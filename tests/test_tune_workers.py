@@ -24,10 +24,26 @@ TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
 
 
+def _first_trial_barrier() -> None:
+    """In worker processes: the first trial of each worker waits until every worker has begun one, so that
+    all of them run trials however unevenly the machine schedules them."""
+    folder = os.environ.get("TUNE_TEST_BARRIER")
+    if not folder or os.environ.get("TUNE_TEST_BARRIER_PASSED"):
+        return
+    os.environ["TUNE_TEST_BARRIER_PASSED"] = "1"
+    (Path(folder) / f"began-{os.getpid()}").touch()
+    deadline = time.monotonic() + 120
+    while len(list(Path(folder).glob("began-*"))) < int(os.environ["TUNE_TEST_WORKERS"]):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other workers never began a trial")
+        time.sleep(0.05)
+
+
 def cheap_objective(trial, params: dict, run_dir: Path, report) -> float:
     """A pure-Python stand-in for a distillation run: marks its folder (exclusively), reports two steps."""
     run_dir.mkdir(parents=True)  # fails if a trial number were ever handed out twice
     (run_dir / f"worker-{os.getpid()}").touch()
+    _first_trial_barrier()
     x = math.log10(params["optim.lr"]) + 4
     for step in (1, 2):
         time.sleep(0.1)
@@ -62,8 +78,11 @@ def _config(tmp_path: Path) -> Path:
     return path
 
 
-def _start(tmp_path: Path, config: Path, storage: str, trials: int, name: str):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(SRC), os.environ.get("PYTHONPATH", "")])}
+def _start(tmp_path: Path, config: Path, storage: str, trials: int, name: str, workers: int):
+    barrier = tmp_path / "barrier"
+    barrier.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(SRC), os.environ.get("PYTHONPATH", "")]),
+           "TUNE_TEST_BARRIER": str(barrier), "TUNE_TEST_WORKERS": str(workers)}
     code = "import sys; from test_tune_workers import worker; worker(*sys.argv[1:])"
     ready = tmp_path / f"ready-{name}"
     return ready, subprocess.Popen([sys.executable, "-c", code, str(config), storage, str(trials), str(ready),
@@ -72,7 +91,7 @@ def _start(tmp_path: Path, config: Path, storage: str, trials: int, name: str):
 
 
 def _run_workers(tmp_path: Path, config: Path, storage: str, trials: int, names: list[str]) -> list[str]:
-    started = [_start(tmp_path, config, storage, trials, name) for name in names]
+    started = [_start(tmp_path, config, storage, trials, name, len(names)) for name in names]
     deadline = time.monotonic() + 120
     while not all(ready.exists() for ready, _ in started) and time.monotonic() < deadline:
         time.sleep(0.05)
