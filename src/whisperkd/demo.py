@@ -74,11 +74,13 @@ def build_corpus(out: Path, size: DemoSize, seed: int, real_dir: Path, engines: 
         synthesize_corpus(out / split, texts[split], voices[split], seed=seed, utterances=n, progress=False)
         manifests[split] = out / split / "manifest.jsonl"
     if size.pack_seconds:
+        from whisperkd.data.manifest import read_manifest
         from whisperkd.data.pack import pack_manifest
 
         manifests["train"] = pack_manifest(manifests["train"], out / "train-packed", max_seconds=size.pack_seconds,
                                            seed=seed)
-        _log(f"corpus train: packed into {sum(1 for _ in open(manifests['train']))} windows of <= {size.pack_seconds:g} s")
+        windows = len(read_manifest(manifests["train"]))
+        _log(f"corpus train: packed into {windows} windows of <= {size.pack_seconds:g} s")
     return manifests
 
 

@@ -26,7 +26,7 @@ def transcribe_arrays(model, processor, audios: list, batch_size: int = 8, windo
 
     ``window``: None (Whisper's 30-s encoder window), seconds, or "auto" (per batch, the shortest multiple of
     5 s that holds its longest audio); see :mod:`whisperkd.models.window`."""
-    from whisperkd.models.window import encoder_window, window_for
+    from whisperkd.models.window import encoder_window, window_seconds
 
     texts: list[str] = []
     device = next(model.parameters()).device
@@ -35,8 +35,7 @@ def transcribe_arrays(model, processor, audios: list, batch_size: int = 8, windo
         chunk = audios[start : start + batch_size]
         feats = processor.feature_extractor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         longest = max(len(a) for a in chunk) / SAMPLE_RATE
-        seconds = 30 if window is None else window_for(longest) if window == "auto" else int(window)
-        with encoder_window(model, seconds) as frames:
+        with encoder_window(model, window_seconds(window, longest)) as frames:
             ids = model.generate(feats[..., :frames].to(device, dtype), max_new_tokens=max_new_tokens_for(longest),
                                  **generate_kwargs(model))
         texts.extend(t.strip() for t in processor.tokenizer.batch_decode(ids, skip_special_tokens=True))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from whisperkd.commands._items import reparse_items
-from whisperkd.errors import UserError
+from whisperkd.commands._items import config_and_overrides
 
 
 def register(sub) -> None:
@@ -37,10 +36,8 @@ def _options(p) -> None:
 
 def _parse_items(args) -> tuple[str, list[str]]:
     """Options anywhere among CONFIG and KEY=VALUE items; returns (config path, overrides)."""
-    rest = reparse_items(args, "whisperkd cache", _options)
-    if not rest or "=" in rest[0]:
-        raise UserError("give the distillation config first: whisperkd cache CONFIG [KEY=VALUE ...]")
-    return rest[0], rest[1:]
+    return config_and_overrides(args, "whisperkd cache", _options,
+                                "give the distillation config first: whisperkd cache CONFIG [KEY=VALUE ...]")
 
 
 def run(args) -> int:

@@ -54,12 +54,9 @@ def run(args) -> int:
 
     if args.batch_size < 1 or args.repeats < 1 or (args.limit is not None and args.limit < 1):
         raise UserError("--batch-size, --repeats and --limit must be at least 1")
-    from whisperkd.models.window import parse_window
+    from whisperkd.models.window import window_option
 
-    try:
-        window = parse_window(args.encoder_window)
-    except ValueError as err:
-        raise UserError(f"--encoder-window: {err}") from None
+    window = window_option(args.encoder_window)
     out = args.out or default_out(args.models)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     metrics = evaluate_models(args.models, args.data, out, batch_size=args.batch_size, repeats=args.repeats,

@@ -26,14 +26,11 @@ def run(args) -> int:
     from whisperkd.models.loading import load_model, load_processor
     from whisperkd.transcribe import transcribe_arrays
 
-    from whisperkd.models.window import parse_window
+    from whisperkd.models.window import window_option
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    try:
-        window = parse_window(args.encoder_window)
-    except ValueError as err:
-        raise UserError(f"--encoder-window: {err}") from None
+    window = window_option(args.encoder_window)
     audios = []
     for path in args.audio:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from whisperkd.commands._items import reparse_items
+from whisperkd.commands._items import config_and_overrides
 from whisperkd.errors import UserError
 
 
@@ -40,10 +40,8 @@ def _options(p) -> None:
 
 def _parse_items(args) -> tuple[str, list[str]]:
     """Options anywhere among CONFIG and KEY=VALUE items (as in ``whisperkd distill``)."""
-    rest = reparse_items(args, "whisperkd tune", _options)
-    if not rest or "=" in rest[0]:
-        raise UserError("give a config file first (e.g. configs/tiny-en-2layer.yaml), then KEY=VALUE overrides")
-    return rest[0], rest[1:]
+    return config_and_overrides(args, "whisperkd tune", _options, "give a config file first (e.g. "
+                                "configs/tiny-en-2layer.yaml), then KEY=VALUE overrides")
 
 
 def run(args) -> int:

@@ -40,6 +40,23 @@ def parse_window(value: str | int | None) -> str | int | None:
     return seconds
 
 
+def window_option(value: str | None) -> str | int | None:
+    """:func:`parse_window` for a command-line ``--encoder-window``: a bad value is a one-line UserError."""
+    from whisperkd.errors import UserError
+
+    try:
+        return parse_window(value)
+    except ValueError as err:
+        raise UserError(f"--encoder-window: {err}") from None
+
+
+def window_seconds(window: str | int | None, audio_seconds: float) -> int:
+    """The window to use for audio of ``audio_seconds``: 30 for None, :func:`window_for` for "auto"."""
+    if window is None:
+        return FULL_WINDOW_SECONDS
+    return window_for(audio_seconds) if window == "auto" else int(window)
+
+
 @contextmanager
 def encoder_window(model, seconds: int) -> Iterator[int]:
     """Give ``model`` (a WhisperForConditionalGeneration) a ``seconds``-long encoder window for the block;
