@@ -80,6 +80,13 @@ def test_unreadable_member_names_the_file(tmp_path):
         pack_manifest(manifest, tmp_path / "packed", max_seconds=10.0)
 
 
+def test_a_member_under_one_second_is_packed(tmp_path):
+    manifest = _corpus(tmp_path, [0.5, 1.0])
+    windows = read_manifest(pack_manifest(manifest, tmp_path / "packed", max_seconds=10.0, varied=False))
+    assert len(windows) == 1
+    assert len(sf.read(windows[0].audio)[0]) == pytest.approx((0.5 + 0.4 + 1.0) * SR, abs=2)
+
+
 def test_cli_pack(tmp_path, capsys):
     manifest = _corpus(tmp_path, [1.0, 1.0, 1.0])
     assert main(["corpus", "pack", str(manifest), "--out", str(tmp_path / "p"), "--max-seconds", "10",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,31 @@ def test_summary_rows_from_metrics():
     assert [r["wer_real"] for r in rows] == [0.05, 0.07]
     assert rows[1]["speedup"] == pytest.approx(2.0)
     assert "| student | 0.0 M | 20.0 % | 7.0 % | 0.200 | 2.00x |" in format_table(rows)
+
+
+@pytest.mark.parametrize("argv, size", [([], "full"), (["--quick"], "quick"), (["--size", "large"], "large"),
+                                        (["--size", "full"], "full")])
+def test_demo_command_picks_the_size(monkeypatch, argv, size):
+    import whisperkd.demo as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda config, variant, *rest: calls.append(variant))
+    assert main(["demo", *argv]) == 0
+    assert calls == [size]
+
+
+def test_an_unknown_demo_size_is_refused():
+    from whisperkd.errors import UserError
+    from whisperkd.demo import run_demo
+
+    with pytest.raises(UserError, match="choose one of full, quick, large"):
+        run_demo(Path("configs/demo.yaml"), "huge")
+
+
+def test_demo_config_is_the_documented_loss():
+    from whisperkd.config import load_config
+    from whisperkd.demo import DEFAULT_CONFIG
+
+    loss = load_config(DEFAULT_CONFIG).loss
+    assert (loss.kind, loss.ce_weight, loss.kl_weight, loss.temperature) == ("kl", 1.0, 0.8, 2.0)
+    assert (loss.align_kind, loss.align_weight) == ("geodesic", 1.0)

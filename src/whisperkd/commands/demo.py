@@ -8,7 +8,9 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser("demo", help="offline demo: corpus, teacher cache, distillation, evaluation, report")
     p.add_argument("--config", type=Path, default=None, help="default: the repository's configs/demo.yaml")
-    p.add_argument("--quick", action="store_true", help="the CI-sized variant (a few minutes)")
+    p.add_argument("--quick", action="store_true", help="the CI-sized variant (a few minutes); = --size quick")
+    p.add_argument("--size", choices=("full", "quick", "large"), default=None,
+                   help="full (default, < 1 h), quick (CI) or large (the quality benchmark, ~1.5 h)")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
     p.add_argument("--real-speech", type=Path, default=None, help="folder with manifest.jsonl of real clips")
     p.add_argument("--seed", type=int, default=0)
@@ -19,6 +21,6 @@ def register(sub) -> None:
 def run(args) -> int:
     from whisperkd.demo import DEFAULT_CONFIG, REAL_SPEECH, run_demo
 
-    run_demo(args.config or DEFAULT_CONFIG, "quick" if args.quick else "full", args.workdir, args.seed,
+    run_demo(args.config or DEFAULT_CONFIG, args.size or ("quick" if args.quick else "full"), args.workdir, args.seed,
              args.real_speech or REAL_SPEECH, tuple(args.overrides))
     return 0

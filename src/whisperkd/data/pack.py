@@ -60,7 +60,8 @@ def pack_manifest(manifest: str | Path, out_dir: str | Path, max_seconds: float 
                   seed: int = 0, varied: bool = True) -> Path:
     """Write packed windows (``packed-NNNNN.wav``) and their ``manifest.jsonl`` into ``out_dir``; returns the
     manifest. A window's file name carries a hash of its members and gap, so a rerun reuses exactly the
-    windows it would write again. Unreadable inputs raise UserError naming the file."""
+    windows it would write again. A member shorter than the 1-s minimum of a training input is fine (the window
+    is the input); unreadable or silent members raise UserError naming the file."""
     utterances = read_manifest(manifest)
     if not utterances:
         raise UserError(f"{manifest}: no utterances to pack")
@@ -81,7 +82,7 @@ def pack_manifest(manifest: str | Path, out_dir: str | Path, max_seconds: float 
             pieces = []
             for utt in members:
                 try:
-                    pieces += [load_audio(utt.audio), gap]
+                    pieces += [load_audio(utt.audio, durations=None), gap]
                 except AudioSkip as err:
                     raise UserError(f"{utt.audio}: cannot pack ({err}); fix or drop it from {manifest}") from None
             with atomic_path(path, ".wav") as tmp:
