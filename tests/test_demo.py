@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -85,10 +84,10 @@ def test_demo_command_picks_the_size(monkeypatch, argv, size):
 
 def test_an_unknown_demo_size_is_refused():
     from whisperkd.errors import UserError
-    from whisperkd.demo import run_demo
+    from whisperkd.demo import DEFAULT_CONFIG, run_demo
 
     with pytest.raises(UserError, match="choose one of full, quick, large"):
-        run_demo(Path("configs/demo.yaml"), "huge")
+        run_demo(DEFAULT_CONFIG, "huge")
 
 
 def test_demo_config_is_the_documented_loss():

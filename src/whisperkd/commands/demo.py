@@ -1,16 +1,18 @@
-"""``whisperkd demo [--quick]``: the offline demo end to end (see whisperkd.demo)."""
+"""``whisperkd demo [--size full|quick|large | --quick]``: the offline demo end to end (see whisperkd.demo)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from whisperkd.demo import SIZES
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="offline demo: corpus, teacher cache, distillation, evaluation, report")
     p.add_argument("--config", type=Path, default=None, help="default: the repository's configs/demo.yaml")
-    p.add_argument("--quick", action="store_true", help="the CI-sized variant (a few minutes); = --size quick")
-    p.add_argument("--size", choices=("full", "quick", "large"), default=None,
-                   help="full (default, < 1 h), quick (CI) or large (the quality benchmark, ~1.5 h)")
+    p.add_argument("--size", choices=tuple(SIZES), default="full",
+                   help="full (default, < 1 h), quick (CI, a few minutes) or large (the quality benchmark, ~70 min)")
+    p.add_argument("--quick", dest="size", action="store_const", const="quick", help="= --size quick")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
     p.add_argument("--real-speech", type=Path, default=None, help="folder with manifest.jsonl of real clips")
     p.add_argument("--seed", type=int, default=0)
@@ -21,6 +23,6 @@ def register(sub) -> None:
 def run(args) -> int:
     from whisperkd.demo import DEFAULT_CONFIG, REAL_SPEECH, run_demo
 
-    run_demo(args.config or DEFAULT_CONFIG, args.size or ("quick" if args.quick else "full"), args.workdir, args.seed,
+    run_demo(args.config or DEFAULT_CONFIG, args.size, args.workdir, args.seed,
              args.real_speech or REAL_SPEECH, tuple(args.overrides))
     return 0
