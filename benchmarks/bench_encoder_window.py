@@ -24,11 +24,11 @@ from transformers import WhisperFeatureExtractor
 
 from whisperkd.cli import quiet_libraries
 from whisperkd.data.skiplog import SkipLog
-from whisperkd.evaluate.metrics import wer
-from whisperkd.evaluate.normalize import normalize
+from whisperkd.text import wer
+from whisperkd.text import normalize
 from whisperkd.evaluate.runner import load_set
 from whisperkd.models.loading import load_model, load_processor
-from whisperkd.transcribe import SAMPLE_RATE, transcribe_arrays
+from whisperkd.models.decode import SAMPLE_RATE, transcribe_arrays
 
 
 def with_window(model, processor, seconds: int):

@@ -21,7 +21,7 @@ from whisperkd.data.audio import load_audio
 from whisperkd.models.fetch import ct2_dir_of, ensure_model
 from whisperkd.models.import_ct2 import import_ct2
 from whisperkd.models.loading import load_model, load_processor
-from whisperkd.transcribe import transcribe_arrays
+from whisperkd.models.decode import transcribe_arrays
 
 
 def size_mb(path: Path) -> float:

@@ -22,7 +22,7 @@ from whisperkd.cli import quiet_libraries
 from whisperkd.evaluate.runner import load_set
 from whisperkd.models.loading import load_model, load_processor
 from whisperkd.models.window import encoder_window, window_seconds
-from whisperkd.transcribe import SAMPLE_RATE, generate_kwargs, max_new_tokens_for
+from whisperkd.models.decode import SAMPLE_RATE, generate_kwargs, max_new_tokens_for
 
 
 def _median_seconds(fn, repeats: int) -> float:

@@ -69,7 +69,7 @@ def main() -> None:
     from whisperkd.distill.cached_teacher import CachedTeacher
     from whisperkd.distill.teacher import OnlineTeacher
     from whisperkd.models.loading import load_model, resolve
-    from whisperkd.tune import build_config, load_tune, trial_raw, tune
+    from whisperkd.tuning.tune import build_config, load_tune, trial_raw, tune
 
     shutil.rmtree(args.out / "study", ignore_errors=True)
     shutil.rmtree(args.out / "online", ignore_errors=True)
@@ -93,7 +93,7 @@ def main() -> None:
     load_before = os.getloadavg()
 
     setup = load_tune(config, trials=args.trials, progress=False, log=lambda line: print("  " + line, file=sys.stderr))
-    import whisperkd.tune as tune_module
+    import whisperkd.tuning.tune as tune_module
 
     ensure, cache_seconds = tune_module.ensure_shared_cache, []
 

@@ -43,10 +43,10 @@ def test_tiny_en_teaches_a_two_layer_student(corpus, tmp_path, tiny_en_dir):
     import soundfile as sf
 
     from whisperkd.data.sources import open_source
-    from whisperkd.distill.dev_eval import english_normalizer, word_error_rate
     from whisperkd.distill.trainer import train
     from whisperkd.models.loading import load_model, load_processor
-    from whisperkd.transcribe import transcribe_arrays
+    from whisperkd.models.decode import transcribe_arrays
+    from whisperkd.text import wer
 
     raw = {
         "teacher": {"model": "tiny.en", "device": "cpu", "dtype": "float32", "memo_size": 100},
@@ -67,8 +67,7 @@ def test_tiny_en_teaches_a_two_layer_student(corpus, tmp_path, tiny_en_dir):
     processor, teacher = load_processor("tiny.en"), load_model("tiny.en")
     dev = list(open_source(corpus / "dev"))
     audio = [sf.read(str(u.audio), dtype="float32")[0] for u in dev]
-    teacher_wer = word_error_rate([u.text for u in dev], transcribe_arrays(teacher, processor, audio, 16),
-                                  english_normalizer(processor))
+    teacher_wer = wer([u.text for u in dev], transcribe_arrays(teacher, processor, audio, 16), normalized=False)
     print(f"\ntiny.en -> 2-layer decoder (kept teacher layers [0, 3]), 48 train / 16 dev utterances, "
           f"unseen voices and sentences; teacher dev WER {100 * teacher_wer:.1f}%")
     for e in evals:

@@ -6,8 +6,17 @@ import math
 
 import pytest
 
-from whisperkd.evaluate.metrics import Errors, cer, corpus_errors, errors, wer
-from whisperkd.evaluate.normalize import english_normalizer, normalize
+from whisperkd.text import Errors, cer, corpus_errors, english_normalizer, errors, normalize, wer
+
+
+def test_wer_is_computed_on_normalised_text():
+    assert wer(["Mr. Smith paid twenty-five dollars."], ["mister smith paid $25"], normalized=False) == 0.0
+    assert wer(["the colour grey"], ["the color gray"], normalized=False) == 0.0
+    assert wer(["red green blue black"], ["red green black"], normalized=False) == 0.25
+    assert wer(["(laughs)"], [""], normalized=False) == 0.0
+    assert wer(["(laughs)"], ["hello"], normalized=False) == float("inf")
+    # in a corpus, an empty reference adds its insertions and no reference words
+    assert wer(["(laughs)", "red green"], ["hello", "red green"], normalized=False) == 0.5
 
 
 def test_word_errors_by_hand():

@@ -123,7 +123,7 @@ def tiny_set(tmp_path_factory):
 def test_evaluate_and_report_end_to_end(random_dirs, tiny_set, capsys, monkeypatch):
     teacher, run = random_dirs
     # random models never stop early: cap them at 4 new tokens to keep the test short (2 shared cores)
-    monkeypatch.setattr("whisperkd.transcribe.max_new_tokens_for", lambda seconds, limit=440: 4)
+    monkeypatch.setattr("whisperkd.models.decode.max_new_tokens_for", lambda seconds, limit=440: 4)
     code = main(["evaluate", str(teacher), str(run), "--data", str(tiny_set), "--batch-size", "2", "--repeats", "1"])
     assert code == 0
     out = run / "report"  # the default for a run folder

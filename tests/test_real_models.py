@@ -19,7 +19,7 @@ from whisperkd.models.fetch import ct2_dir_of, ensure_model
 from whisperkd.models.loading import load_model, load_processor
 from whisperkd.models.tokenizer import special_ids
 from whisperkd.models.vocabulary import check_same_vocabulary
-from whisperkd.transcribe import max_new_tokens_for
+from whisperkd.models.decode import max_new_tokens_for
 
 pytestmark = pytest.mark.real
 
@@ -164,7 +164,7 @@ def test_unknown_names_and_offline_hub_ids_say_what_to_run(real_speech_dir):
 
 def test_greedy_from_cached_encoder_equals_generate(real, real_speech_dir):
     from whisperkd.data.collate import decoder_prompt_ids
-    from whisperkd.transcribe import generate_kwargs, greedy_from_encoder
+    from whisperkd.models.decode import generate_kwargs, greedy_from_encoder
 
     name, _, model, processor = real
     audio = [a for _, a, _ in _clips(real_speech_dir)[:3]]

@@ -15,7 +15,7 @@ import yaml
 from test_distill_fixtures import tiny_config, tiny_setup  # noqa: F401
 from whisperkd.cli import main
 from whisperkd.errors import UserError
-from whisperkd.tune import cache_dir_for, load_tune, trial_config, tune
+from whisperkd.tuning.tune import cache_dir_for, load_tune, trial_config, tune
 from whisperkd.tuning.space import DEFAULT_SPACE, active_space, parse_tune
 
 QUIET = {"log": lambda line: None}

@@ -1,6 +1,6 @@
 """Several workers, one study: two processes run N trials in all (no trial lost, none run twice), then resume.
 
-The workers run the real ``whisperkd.tune.tune`` loop (storage, trial lock, counting, pruning, report) with a
+The workers run the real ``whisperkd.tuning.tune.tune`` loop (storage, trial lock, counting, pruning, report) with a
 cheap objective in place of distillation; once against the default SQLite storage in the study folder and
 once against a real PostgreSQL server (tests/postgres.py).
 """
@@ -53,7 +53,7 @@ def cheap_objective(trial, params: dict, run_dir: Path, report) -> float:
 
 def worker(config: str, storage: str, trials: str, ready: str, go: str) -> None:
     """One worker process: load the study, say it is ready, wait for the others, run its share."""
-    from whisperkd.tune import load_tune, tune
+    from whisperkd.tuning.tune import load_tune, tune
 
     setup = load_tune(config, storage=storage or None, trials=int(trials), progress=False)
     Path(ready).touch()
@@ -125,7 +125,7 @@ def _check_study(storage: str, study_dir: Path, n: int) -> list[str]:
 
 
 def _two_workers_then_resume(tmp_path: Path, storage: str) -> None:
-    from whisperkd.tune import load_tune, tune
+    from whisperkd.tuning.tune import load_tune, tune
 
     config = _config(tmp_path)
     study_dir = tmp_path / "study"

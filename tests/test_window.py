@@ -53,7 +53,7 @@ def test_transcribe_with_windows(tiny_random_model):
 
     from transformers import GenerationConfig
 
-    from whisperkd.transcribe import transcribe_arrays
+    from whisperkd.models.decode import transcribe_arrays
 
     model = tiny_random_model
     model.generation_config = GenerationConfig(decoder_start_token_id=50257, eos_token_id=50256, pad_token_id=50256,

@@ -34,7 +34,7 @@ def run(args) -> int:
     from whisperkd.data.skiplog import SkipLog
     from whisperkd.data.sources import open_source
     from whisperkd.models.loading import load_model, load_processor
-    from whisperkd.pseudo_label import pseudo_label, write_labelled_manifest
+    from whisperkd.data.pseudo_label import pseudo_label, write_labelled_manifest
 
     if args.out.suffix.lower() != ".jsonl":
         raise UserError(f"--out {args.out}: write a .jsonl manifest (it keeps text_original and wer per line)")

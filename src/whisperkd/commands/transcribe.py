@@ -24,7 +24,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from whisperkd.data.audio import AudioSkip, DurationFilter, load_audio
     from whisperkd.models.loading import load_model, load_processor
-    from whisperkd.transcribe import transcribe_arrays
+    from whisperkd.models.decode import transcribe_arrays
 
     from whisperkd.models.window import window_option
 

@@ -45,7 +45,7 @@ def _parse_items(args) -> tuple[str, list[str]]:
 
 
 def run(args) -> int:
-    from whisperkd.tune import load_tune, tune
+    from whisperkd.tuning.tune import load_tune, tune
 
     config_path, overrides = _parse_items(args)
     if args.trials is not None and args.trials < 1:

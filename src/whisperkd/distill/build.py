@@ -223,7 +223,7 @@ def read_splits(cfg: Config) -> tuple[list, list]:
         if source.kind != "manifest":
             raise UserError(f"config data.labels: {d.labels} needs a JSONL manifest written by `whisperkd label`; "
                             f"{d.train} is a {source.kind}")
-        from whisperkd.pseudo_label import read_labelled
+        from whisperkd.data.pseudo_label import read_labelled
 
         manifest = source.path / "manifest.jsonl" if Path(source.path).is_dir() else source.path
         train = read_labelled(manifest, d.labels)

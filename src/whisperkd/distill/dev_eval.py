@@ -1,9 +1,7 @@
 """Dev evaluation during distillation: dev loss (each part) and greedy dev WER.
 
-WER follows Whisper's evaluation: references and hypotheses go through the English text normaliser
-(``processor.tokenizer.normalize``: ``EnglishTextNormalizer`` with the English spelling map of the
-model's normalizer.json, or the copy in whisperkd/resources when a tokenizer was saved without it), then jiwer counts word errors over the whole subset. Utterances whose normalised
-reference is empty are left out of the WER.
+WER is :func:`whisperkd.text.wer` after Whisper's English normaliser, over the whole subset (the same
+function ``whisperkd evaluate`` and pseudo-labelling use).
 """
 
 from __future__ import annotations
@@ -11,29 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 
-import jiwer
 import torch
-from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
 from whisperkd.data.collate import decoder_prompt_ids
-from whisperkd.evaluate.normalize import english_normalizer as shared_normalizer
-from whisperkd.transcribe import generate_kwargs, greedy_from_encoder
+from whisperkd.models.decode import generate_kwargs, greedy_from_encoder
+from whisperkd.text import wer as word_error_rate
 
 MAX_NEW_TOKENS = 440
-
-
-def english_normalizer(processor=None) -> EnglishTextNormalizer:
-    """Whisper's English normaliser (the same spelling map for every model; ``processor`` is not needed)."""
-    return shared_normalizer()
-
-
-def word_error_rate(references: list[str], hypotheses: list[str], normalize: Callable[[str], str]) -> float:
-    """Corpus WER after ``normalize``; pairs with an empty normalised reference are skipped."""
-    pairs = [(normalize(r), normalize(h)) for r, h in zip(references, hypotheses)]
-    pairs = [(r, h) for r, h in pairs if r.strip()]
-    if not pairs:
-        return float("nan")
-    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
 
 
 @torch.no_grad()
@@ -81,6 +63,6 @@ def evaluate(model, teacher, batches: list[dict], processor, loss_fn: Callable, 
     result = {f"dev_{key}": value / max(tokens, 1) for key, value in totals.items()}
     result["utterances"] = sum(len(b["ids"]) for b in batches)
     if wer:
-        result["wer"] = word_error_rate(refs, hyps, english_normalizer(processor))
+        result["wer"] = word_error_rate(refs, hyps, normalized=False) if refs else float("nan")
         result["examples"] = [{"ref": r, "hyp": h} for r, h in zip(refs[:examples], hyps[:examples])]
     return result

@@ -114,8 +114,6 @@ def _write_spelling_map(processor, folder: Path) -> None:
         return
     mapping = getattr(processor.tokenizer, "english_spelling_normalizer", None)
     if mapping is None:
-        from whisperkd.models.tokenizer import english_spelling_file
-
         mapping = json.loads(english_spelling_file().read_text(encoding="utf-8"))
     (folder / "normalizer.json").write_text(json.dumps(mapping, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
                                             encoding="utf-8")

@@ -5,7 +5,7 @@
 - a CTranslate2 (faster-whisper) directory (it holds ``model.bin``), run with ``ctranslate2.models.Whisper``.
 
 Both decode greedily in English from log-mel features of audio padded to 30 s (HF's WhisperFeatureExtractor)
-with the same token cap, :func:`whisperkd.transcribe.max_new_tokens_for` (looked up at call time).
+with the same token cap, :func:`whisperkd.models.decode.max_new_tokens_for` (looked up at call time).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from whisperkd.errors import UserError
 from whisperkd.evaluate.loops import cut_repetition_loop
 from whisperkd.evaluate.memory import directory_size
-from whisperkd import transcribe as _transcribe
+from whisperkd.models import decode as _transcribe
 
 CT2_MAX_LENGTH = 448
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from whisperkd.text import normalize, wer
+
 _WORD = re.compile(r"\S+")
 
 
@@ -37,8 +39,5 @@ def cut_repetition_loop(text: str, n: int = 4, max_count: int = 2) -> str:
 
 def wer_with_guard(utterance_rows: list[dict], n: int = 4, max_count: int = 2) -> float:
     """Corpus WER of ``utterances.jsonl`` rows (one model, one set) after cutting loops in the hypotheses."""
-    from whisperkd.evaluate.metrics import wer
-    from whisperkd.evaluate.normalize import normalize
-
     return wer([r["reference_normalized"] for r in utterance_rows],
                [normalize(cut_repetition_loop(r["hypothesis"], n, max_count)) for r in utterance_rows])

@@ -25,10 +25,9 @@ import torch
 from whisperkd.errors import UserError
 from whisperkd.evaluate import memory
 from whisperkd.evaluate.engines import model_label, open_model
-from whisperkd.evaluate.metrics import Errors, errors
-from whisperkd.evaluate.normalize import normalize
 from whisperkd.evaluate.speed import clock, speed_stats
 from whisperkd.evaluate.tables import metrics_markdown
+from whisperkd.text import Errors, errors, normalize
 
 FORMAT = "whisperkd-metrics-v1"
 UNLABELLED = "(unlabelled)"

@@ -18,7 +18,8 @@ from transformers import GenerationConfig, WhisperFeatureExtractor, WhisperForCo
 from whisperkd.errors import UserError
 from whisperkd.models.ct2_format import dequantize, model_bin_parts, read_model_bin
 from whisperkd.models.ct2_to_hf import config_from_variables, state_dict_from_variables
-from whisperkd.models.tokenizer import build_tokenizer, english_spelling_file, special_ids
+from whisperkd.models.tokenizer import build_tokenizer, special_ids
+from whisperkd.text import english_spelling_file
 
 
 def _read_json(path: Path, required: bool) -> dict:

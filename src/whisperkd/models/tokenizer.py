@@ -10,21 +10,16 @@ Repairs applied (see docs/models.md):
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from tokenizers import AddedToken
 from transformers import WhisperTokenizer
 
 from whisperkd.errors import UserError
+from whisperkd.text import english_spelling_file
 
 FIRST_MERGE = ("Ġ", "t")
 N_TIMESTAMPS = 1501
-
-
-def english_spelling_file() -> Path:
-    """Whisper's English spelling map (``english.json`` from openai/whisper, MIT)."""
-    return Path(str(resources.files("whisperkd") / "resources" / "english_spelling.json"))
 
 
 def _is_timestamp(content: str) -> bool:

@@ -1,4 +1,4 @@
-"""Hyperparameter search around ``whisperkd distill`` (Optuna): see :mod:`whisperkd.tune` and docs/tuning.md.
+"""Hyperparameter search around ``whisperkd distill`` (Optuna): see :mod:`whisperkd.tuning.tune` and docs/tuning.md.
 
     space.py   the ``tune:`` section of a config: study settings and the search space (dotted config keys)
     study.py   storage, the trial budget shared by every worker, one trial = one objective call

@@ -15,11 +15,10 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jiwer
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
@@ -31,35 +30,11 @@ from whisperkd.data.manifest import read_manifest
 from whisperkd.data.skiplog import SkipLog
 from whisperkd.data.utterance import Utterance
 from whisperkd.errors import UserError
+from whisperkd.models.decode import transcribe_arrays
+from whisperkd.text import errors, normalize
 
 LABEL_CHOICES = ("text", "original", "both")
 ORIGINAL_SUFFIX = "#original"
-
-
-def english_normalizer(tokenizer=None) -> Callable[[str], str]:
-    """Whisper's English text normaliser (whisperkd.evaluate.normalize: one spelling map for every model)."""
-    from whisperkd.evaluate.normalize import english_normalizer as shared
-
-    return shared()
-
-
-def word_errors(reference: str, hypothesis: str, normalize: Callable[[str], str]) -> tuple[int, int]:
-    """(edits, reference words) between normalised texts (substitutions + deletions + insertions)."""
-    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
-    if not ref:
-        return len(hyp), 0
-    if not hyp:
-        return len(ref), len(ref)
-    out = jiwer.process_words(" ".join(ref), " ".join(hyp))
-    return out.substitutions + out.deletions + out.insertions, len(ref)
-
-
-def word_error_rate(reference: str, hypothesis: str, normalize: Callable[[str], str]) -> float:
-    """WER of normalised texts; an empty normalised reference gives 0 (empty hypothesis) or inf."""
-    edits, words = word_errors(reference, hypothesis, normalize)
-    if not words:
-        return 0.0 if not edits else float("inf")
-    return edits / words
 
 
 @dataclass
@@ -123,14 +98,12 @@ def pseudo_label(model, processor, utterances: Sequence[Utterance], batch_size: 
     ``text_original`` and ``wer`` when the utterance had a ground-truth text. An utterance is dropped when its
     normalised WER exceeds ``max_wer`` (None: never) or its transcript is empty.
     """
-    from whisperkd.transcribe import transcribe_arrays
 
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if max_wer is not None and max_wer < 0:
         raise UserError(f"--max-wer: got {max_wer}; use a fraction such as 0.1 (10%)")
     skiplog = skiplog if skiplog is not None else SkipLog()
-    normalize = english_normalizer(processor.tokenizer)
     report = LabelReport(total=len(utterances), max_wer=max_wer)
     order = np.argsort(utterance_lengths(utterances), kind="stable")  # similar lengths batch together
     results: dict[int, dict] = {}
@@ -165,8 +138,8 @@ def pseudo_label(model, processor, utterances: Sequence[Utterance], batch_size: 
             row["speaker"] = utt.speaker
         truth = utt.text.strip()
         if truth:
-            edits, words = word_errors(truth, text, normalize)
-            wer = edits / words if words else (0.0 if not edits else float("inf"))
+            found = errors(normalize(truth), normalize(text))
+            edits, words, wer = found.edits, found.reference, found.rate
             report.with_ground_truth += 1
             report.edits += edits
             report.reference_words += words
@@ -204,8 +177,7 @@ def write_labelled_manifest(path: str | Path, rows: Sequence[dict]) -> Path:
     return atomic_write_text(path, "".join(lines))
 
 
-def read_labelled(path: str | Path, labels: str = "text", normalize: Callable[[str], str] | None = None
-                  ) -> list[Utterance]:
+def read_labelled(path: str | Path, labels: str = "text") -> list[Utterance]:
     """Utterances of a (pseudo-)labelled JSONL manifest with the chosen training text.
 
     ``text``: the ``text`` field (the pseudo-label); ``original``: ``text_original`` where present, else ``text``;
@@ -224,7 +196,6 @@ def read_labelled(path: str | Path, labels: str = "text", normalize: Callable[[s
             originals = [json.loads(line).get("text_original") for line in f if line.strip()]
     else:
         originals = [None] * len(utterances)
-    normalize = normalize or english_normalizer()
     out = []
     for utt, original in zip(utterances, originals):
         if labels == "original":
