@@ -25,12 +25,13 @@ from pathlib import Path
 
 import torch
 
+from whisperkd.config import CacheConfig
 from whisperkd.data.loader import make_loader
 from whisperkd.data.sources import open_source
-from whisperkd.distill.cache import CacheSettings, build_cache
-from whisperkd.distill.cached_teacher import CachedTeacher, cache_loader
+from whisperkd.distill.cache import CachedTeacher, CachePlan, build_cache, cache_loader
 from whisperkd.distill.losses import alignment_loss, cross_entropy, kl_divergence, kl_divergence_topk
-from whisperkd.distill.teacher import OnlineTeacher, TeacherNeeds
+from whisperkd.distill.teacher import OnlineTeacher
+from whisperkd.distill.teacher_batch import TeacherNeeds
 from whisperkd.models.loading import load_model, load_processor
 from whisperkd.models.student import build_student_from_teacher, set_trainable
 
@@ -85,8 +86,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or Path(tmp) / "cache"
-        settings = CacheSettings(k=args.k, temperature=T, hidden_layers="all", batch_size=args.batch_size)
-        seconds, report = timed(lambda: build_cache(teacher, processor, {"train": utts}, cache_dir, settings,
+        cache = CacheConfig(topk=args.k, batch_size=args.batch_size)
+        plan = CachePlan(temperature=T)  # all decoder layers, encoder outputs, the default data filters
+        seconds, report = timed(lambda: build_cache(teacher, processor, {"train": utts}, cache_dir, cache, plan,
                                                     on_stale="rebuild", progress=False))
         print(f"\ncache build: {report.summary()}")
         print(f"build speed: {report.utterances_per_second:.2f} utterances/s ({seconds:.1f} s with key hashing)")
@@ -96,8 +98,8 @@ def main() -> None:
 
         load_online, audio_batches = timed(lambda: list(make_loader(utts, processor, batch_size=args.batch_size,
                                                                     shuffle=False, num_workers=0)))
-        load_cached, cached_batches = timed(lambda: list(cache_loader(cache_dir, "train", batch_size=args.batch_size,
-                                                                      shuffle=False, ids=[u.id for u in utts])))
+        load_cached, cached_batches = timed(lambda: list(cache_loader(cache_dir, utts, batch_size=args.batch_size,
+                                                                      shuffle=False)))
         online_teacher = OnlineTeacher(teacher, TeacherNeeds(hidden_layers=(layer,), encoder=True))
         cached_teacher = CachedTeacher(cache_dir, "train", needs, temperature=T)
         students = {kind: copy.deepcopy(student).train() for kind in ("online", "cached")}

@@ -18,9 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-from whisperkd.cli import quiet_libraries
+from whisperkd.cli import quiet_libraries, show_progress
 from whisperkd.config import load_config
-from whisperkd.demo import REAL_SPEECH
+from whisperkd.demo_settings import REAL_SPEECH
 from whisperkd.distill.trainer import train
 from whisperkd.evaluate.loops import wer_with_guard
 from whisperkd.evaluate.runner import evaluate_models
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency pass")
     args = parser.parse_args(argv)
     quiet_libraries()
+    show_progress()  # evaluation progress (logging) on stderr, as the CLI shows it
     demo_run = args.workdir / "run"
     if not (demo_run / "student_final" / "config.json").is_file():
         print(f"{demo_run}: no finished demo run; run `whisperkd demo --workdir {args.workdir.parent}` first",

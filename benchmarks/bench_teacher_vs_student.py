@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from whisperkd.cli import quiet_libraries
+from whisperkd.cli import quiet_libraries, show_progress
 from whisperkd.errors import UserError
 from whisperkd.evaluate.runner import evaluate_models
 
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     args = p.parse_args(argv)
     quiet_libraries()
+    show_progress()  # evaluation progress (logging) on stderr, as the CLI shows it
     try:
         metrics = evaluate_models([args.teacher, args.student], args.data, args.out, batch_size=args.batch_size,
                                   repeats=args.repeats, limit=args.limit, device=args.device)

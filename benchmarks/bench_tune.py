@@ -64,12 +64,12 @@ def main() -> None:
     import torch
     import yaml
 
-    from whisperkd.config import apply_override
+    from whisperkd.config import apply_override, config_from_dict
     from whisperkd.distill import trainer
-    from whisperkd.distill.cached_teacher import CachedTeacher
+    from whisperkd.distill.cache import CachedTeacher
     from whisperkd.distill.teacher import OnlineTeacher
     from whisperkd.models.loading import load_model, resolve
-    from whisperkd.tuning.tune import build_config, load_tune, trial_raw, tune
+    from whisperkd.tuning.tune import load_tune, trial_raw, tune
 
     shutil.rmtree(args.out / "study", ignore_errors=True)
     shutil.rmtree(args.out / "online", ignore_errors=True)
@@ -115,7 +115,7 @@ def main() -> None:
         for assignment in ("cache.enabled=false", "train.progress=false", "output.overwrite=true"):
             apply_override(raw_trial, assignment)
         start = time.perf_counter()
-        trainer.train(build_config(raw_trial))
+        trainer.train(config_from_dict(raw_trial))
         online_seconds.append(time.perf_counter() - start)
     online_calls = {k: calls[k] - study_calls[k] for k in calls}
     load_after = os.getloadavg()

@@ -1,12 +1,10 @@
-"""A real PostgreSQL server for tests: the session fixture ``postgres_url``.
+"""A real PostgreSQL server for tests, used by the session fixture ``postgres_url`` in conftest.py.
 
-Finds ``initdb``/``pg_ctl`` on PATH or under /usr/lib/postgresql/*/bin; when they are missing and apt-get is
-there (as root) it installs the Debian ``postgresql`` package (the Makefile's SYSTEM_PACKAGES has it). The
-cluster lives in a temporary folder owned by the ``postgres`` user when the tests run as root (the server
-refuses to run as root), listens on 127.0.0.1 only, on a free port, with trust authentication and no fsync;
-it is stopped and deleted at the end of the session. Skips only when there are neither binaries nor apt.
-
-    from postgres import postgres_url  # noqa: F401  (then ask for the fixture in a test)
+Finds ``initdb``/``pg_ctl`` on PATH or under /usr/lib/postgresql/*/bin (the Debian ``postgresql`` package, which
+``make test`` installs with the other SYSTEM_PACKAGES of the Makefile); nothing is installed here. The cluster lives
+in a temporary folder owned by the ``postgres`` user when the tests run as root (the server refuses to run as
+root), listens on 127.0.0.1 only, on a free port, with trust authentication and no fsync; it is stopped and deleted
+at the end of the session. ``start_server`` says why when no server can start, and the fixture skips with that.
 """
 
 from __future__ import annotations
@@ -19,8 +17,6 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-
-import pytest
 
 DATABASE = "whisperkd_test"
 
@@ -37,14 +33,6 @@ def _bin_dir() -> Path | None:
     return None
 
 
-def _install() -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    command = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"]
-    if subprocess.run(command, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
-        subprocess.run(command, env=env, capture_output=True, check=True)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,6 +47,7 @@ class PostgresServer:
         self.root = Path(tempfile.mkdtemp(prefix="whisperkd-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
+        self.url = ""
         self.as_user: list[str] = []
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")  # created by the Debian package
@@ -78,6 +67,7 @@ class PostgresServer:
             raise RuntimeError(f"{' '.join(args[:2])} failed: {done.stdout}{done.stderr}{log}")
 
     def start(self) -> str:
+        """initdb, start, create the database; returns (and keeps as ``url``) the database URL."""
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
                   "--no-sync")
         options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} "
@@ -85,7 +75,8 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
                   "-o", options, "start")
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", DATABASE)
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{DATABASE}"
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{DATABASE}"
+        return self.url
 
     def stop(self) -> None:
         try:
@@ -95,19 +86,25 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """The URL of an empty database on a PostgreSQL server of this session (skips only without binaries or apt)."""
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install 'whisperkd[postgres]')")
+def start_server() -> tuple[PostgresServer | None, str]:
+    """(a started server, "") or (None, why no server could start)."""
     bin_dir = _bin_dir()
     if bin_dir is None:
-        if not (shutil.which("apt-get") and os.geteuid() == 0):
-            pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl) and apt-get is not available as root")
-        _install()
-        bin_dir = _bin_dir()
-        assert bin_dir is not None, "apt-get installed postgresql but no initdb/pg_ctl was found"
+        return None, ("PostgreSQL is not installed (no initdb/pg_ctl on PATH or under /usr/lib/postgresql): "
+                      "install the Debian package postgresql (`make system-packages` as root)")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return None, "running as root and there is no 'postgres' user to run the server as"
     server = PostgresServer(bin_dir)
     try:
-        yield server.start()
-    finally:
-        server.stop()
+        server.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+        try:
+            server.stop()
+        except (RuntimeError, OSError, subprocess.SubprocessError):
+            pass
+        first_line = (str(err).strip().splitlines() or [repr(err)])[0]
+        return None, f"PostgreSQL server could not start: {first_line}"
+    return server, ""

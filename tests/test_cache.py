@@ -12,15 +12,23 @@ import soundfile as sf
 import torch
 from transformers import WhisperForConditionalGeneration
 
-from conftest import tiny_whisper_config
-from whisperkd.data.loader import make_loader
+from helpers import tiny_whisper_config
+from whisperkd.cli import main
+from whisperkd.config import CacheConfig
+from whisperkd.data.audio import DurationFilter
+from whisperkd.data.batches import TrainBatches
+from whisperkd.data.collate import WhisperCollator
+from whisperkd.data.loader import SpeechDataset, make_loader, utterance_lengths
 from whisperkd.data.manifest import read_manifest
-from whisperkd.distill import cache_store
-from whisperkd.distill.cache import CacheSettings, build_cache, check_cache
-from whisperkd.distill.cached_teacher import CachedTeacher, cache_loader
+from whisperkd.data.skiplog import SkipLog
+from whisperkd.distill.cache import (CachedCollator, CachedSpeechDataset, CachedTeacher, CachePlan, build_cache,
+                                     cache_loader, check_cache)
+from whisperkd.distill.cache import store as cache_store
 from whisperkd.distill.losses import kl_divergence, kl_divergence_topk
-from whisperkd.distill.teacher import OnlineTeacher, TeacherNeeds
+from whisperkd.distill.teacher import OnlineTeacher
+from whisperkd.distill.teacher_batch import TeacherNeeds
 from whisperkd.errors import UserError
+from whisperkd.models.loading import load_processor
 
 T = 2.0
 TEXTS = ["the cat sat on the mat", "a quick brown fox", "she sells sea shells", "it is a test",
@@ -33,10 +41,9 @@ def teacher_model(seed: int = 0) -> WhisperForConditionalGeneration:
     return WhisperForConditionalGeneration(tiny_whisper_config()).eval()
 
 
-def settings(**overrides) -> CacheSettings:
-    kwargs = dict(k=16, temperature=T, shard_size=4, batch_size=2, min_seconds=0.5)
-    kwargs.update(overrides)
-    return CacheSettings(**kwargs)
+def settings(k: int = 16, **plan) -> tuple[CacheConfig, CachePlan]:
+    """The ``cache`` and ``plan`` arguments of build_cache: the config section and what the run asks of it."""
+    return CacheConfig(topk=k, shard_size=4, batch_size=2), CachePlan(**{"temperature": T, "min_seconds": 0.5, **plan})
 
 
 def write_corpus(folder, texts=TEXTS):
@@ -55,8 +62,6 @@ def write_corpus(folder, texts=TEXTS):
 
 @pytest.fixture(scope="module")
 def processor(tiny_en_dir):
-    from whisperkd.models.loading import load_processor
-
     return load_processor(tiny_en_dir)
 
 
@@ -73,7 +78,7 @@ def built(tmp_path_factory, processor):
     utts = read_manifest(write_corpus(folder / "corpus"))
     splits = {"train": utts[:7], "dev": utts[7:]}
     teacher = teacher_model()
-    report = build_cache(teacher, processor, splits, folder / "cache", settings(), progress=False)
+    report = build_cache(teacher, processor, splits, folder / "cache", *settings(), progress=False)
     return teacher, splits, folder / "cache", report
 
 
@@ -117,7 +122,8 @@ def test_cached_kl_equals_the_online_kl(tmp_path, processor, corpus):
     teacher = teacher_model()
     vocab = teacher.config.vocab_size
     splits = {"train": corpus["train"][:3]}
-    build_cache(teacher, processor, splits, tmp_path / "cache", settings(k=vocab, hidden_layers=[]), progress=False)
+    build_cache(teacher, processor, splits, tmp_path / "cache", *settings(k=vocab, hidden_layers=()),
+                progress=False)
     torch.manual_seed(1)
     student = WhisperForConditionalGeneration(tiny_whisper_config(decoder_layers=1)).eval()
     topk = CachedTeacher(tmp_path / "cache", "train", TeacherNeeds(encoder=True), temperature=T, logits="topk")
@@ -138,19 +144,19 @@ def test_cached_kl_equals_the_online_kl(tmp_path, processor, corpus):
 def test_stale_inputs_are_refused_or_rebuilt(tmp_path, processor, corpus):
     teacher = teacher_model()
     cache_dir = tmp_path / "cache"
-    build_cache(teacher, processor, corpus, cache_dir, settings(), progress=False)
-    assert check_cache(cache_dir, teacher, processor, corpus, settings()) == []
+    build_cache(teacher, processor, corpus, cache_dir, *settings(), progress=False)
+    assert check_cache(cache_dir, teacher, processor, corpus, *settings()) == []
 
     changed_text = dict(corpus, train=[*corpus["train"][:-1],
                                        dataclasses.replace(corpus["train"][-1], text="a different transcript")])
     with pytest.raises(UserError, match=r"train data: 1 of 7 utterances differ"):
-        build_cache(teacher, processor, changed_text, cache_dir, settings(), on_stale="refuse", progress=False)
+        build_cache(teacher, processor, changed_text, cache_dir, *settings(), on_stale="refuse", progress=False)
     with pytest.raises(UserError, match="teacher weights"):
-        build_cache(teacher_model(seed=1), processor, corpus, cache_dir, settings(), on_stale="refuse", progress=False)
+        build_cache(teacher_model(seed=1), processor, corpus, cache_dir, *settings(), on_stale="refuse", progress=False)
     with pytest.raises(UserError, match=r"k 16 -> 32"):
-        build_cache(teacher, processor, corpus, cache_dir, settings(k=32), on_stale="refuse", progress=False)
+        build_cache(teacher, processor, corpus, cache_dir, *settings(k=32), on_stale="refuse", progress=False)
     with pytest.raises(UserError, match=r"temperature 2.0 -> 1.0"):
-        build_cache(teacher, processor, corpus, cache_dir, settings(temperature=1.0), on_stale="refuse",
+        build_cache(teacher, processor, corpus, cache_dir, *settings(temperature=1.0), on_stale="refuse",
                     progress=False)
 
     audio = corpus["dev"][0].audio  # same name and size, new content and mtime
@@ -158,14 +164,14 @@ def test_stale_inputs_are_refused_or_rebuilt(tmp_path, processor, corpus):
     sf.write(str(audio), data[::-1].copy(), rate)
     os.utime(audio, ns=(0, 12345))
     assert "dev data: 1 of 3 utterances differ (id, text or audio)" in check_cache(cache_dir, teacher, processor,
-                                                                                  corpus, settings())
+                                                                                  corpus, *settings())
     with pytest.raises(UserError, match="dev data"):
-        build_cache(teacher, processor, corpus, cache_dir, settings(), on_stale="refuse", progress=False)
+        build_cache(teacher, processor, corpus, cache_dir, *settings(), on_stale="refuse", progress=False)
 
     # rebuild: only the changed split is recomputed
-    report = build_cache(teacher, processor, changed_text, cache_dir, settings(), on_stale="rebuild", progress=False)
+    report = build_cache(teacher, processor, changed_text, cache_dir, *settings(), on_stale="rebuild", progress=False)
     assert report.rebuilt and report.computed == {"train": 7, "dev": 3}
-    report = build_cache(teacher, processor, corpus, cache_dir, settings(), on_stale="rebuild", progress=False)
+    report = build_cache(teacher, processor, corpus, cache_dir, *settings(), on_stale="rebuild", progress=False)
     assert report.computed == {"train": 7, "dev": 0} and report.shards_reused == 1
     needs = TeacherNeeds(encoder=True)
     batch = batches(corpus["train"], processor, batch_size=7)[0]
@@ -187,7 +193,7 @@ def test_interrupted_build_resumes_without_recomputing(tmp_path, processor, corp
     hook = teacher.model.decoder.register_forward_hook(count)
     stop_after = 2  # shard 0 holds 4 utterances = 2 teacher batches: stop inside shard 1
     with pytest.raises(KeyboardInterrupt):
-        build_cache(teacher, processor, corpus, tmp_path / "cache", settings(), progress=False)
+        build_cache(teacher, processor, corpus, tmp_path / "cache", *settings(), progress=False)
     first = tmp_path / "cache" / "train" / cache_store.shard_name(0)
     assert first.is_file() and not (tmp_path / "cache" / "train" / cache_store.shard_name(1)).exists()
     assert not list((tmp_path / "cache" / "train").glob(".shard-*"))  # no temporary file left behind
@@ -195,19 +201,19 @@ def test_interrupted_build_resumes_without_recomputing(tmp_path, processor, corp
 
     calls.clear()
     stop_after = None
-    report = build_cache(teacher, processor, corpus, tmp_path / "cache", settings(), progress=False)
+    report = build_cache(teacher, processor, corpus, tmp_path / "cache", *settings(), progress=False)
     # train: 7 utterances = shards of 4 + 3; shard 1 is 2 batches; dev: 3 utterances = 2 batches
     assert len(calls) == 4 and report.shards_reused == 1 and report.shards_written == 2
     assert first.stat().st_mtime_ns == stamp
     hook.remove()
 
-    whole = build_cache(teacher, processor, corpus, tmp_path / "whole", settings(), progress=False)
+    whole = build_cache(teacher, processor, corpus, tmp_path / "whole", *settings(), progress=False)
     assert whole.utterances == report.utterances
     for split in ("train", "dev"):
         a = cache_store.CacheSplit(tmp_path / "cache" / split)
         b = cache_store.CacheSplit(tmp_path / "whole" / split)
         assert a.index == b.index
-        for uid in a.ids:
+        for uid in a.index:
             names = ("topk_logprobs", "topk_indices", "final_states", "hidden_states", "encoder_outputs")
             x, y = a.get(uid, names), b.get(uid, names)
             for name in names:
@@ -217,7 +223,7 @@ def test_interrupted_build_resumes_without_recomputing(tmp_path, processor, corp
 def test_cached_teacher_refuses_what_it_cannot_give(tmp_path, processor, corpus):
     teacher = teacher_model()
     build_cache(teacher, processor, {"train": corpus["train"][:2]}, tmp_path / "c",
-                settings(hidden_layers=[1], encoder_outputs=False), progress=False)
+                *settings(hidden_layers=(1,), encoder_outputs=False), progress=False)
     with pytest.raises(UserError, match="temperature 2, training uses 1"):
         CachedTeacher(tmp_path / "c", None, TeacherNeeds(), temperature=1.0, logits="topk")
     CachedTeacher(tmp_path / "c", None, TeacherNeeds(), temperature=1.0)  # full logits serve any temperature
@@ -233,31 +239,70 @@ def test_cached_teacher_refuses_what_it_cannot_give(tmp_path, processor, corpus)
     with pytest.raises(UserError, match="no teacher cache"):
         CachedTeacher(tmp_path / "nothing", None, TeacherNeeds(), temperature=T)
     build_cache(teacher, processor, {"train": corpus["train"][:2]}, tmp_path / "no_topk",
-                settings(k=0, hidden_layers=[]), progress=False)
+                *settings(k=0, hidden_layers=()), progress=False)
     with pytest.raises(UserError, match="no top-k log-probs stored"):
         CachedTeacher(tmp_path / "no_topk", None, TeacherNeeds(), temperature=T, logits="topk")
     cached = CachedTeacher(tmp_path / "c", None, TeacherNeeds(hidden_layers=(1,)), temperature=T)
     batch = batches(corpus["train"][2:3], processor)[0]
     with pytest.raises(UserError, match="is not cached"):
         cached(batch)
+    with pytest.raises(UserError, match="no frozen-encoder outputs stored, so training from it still needs"):
+        CachedSpeechDataset(tmp_path / "c", corpus["train"][:2])
+    with pytest.raises(UserError, match="'u2' is not in the teacher cache"):
+        cache_loader(tmp_path / "no_topk", corpus["train"][:3], batch_size=3).dataset[2]
 
 
-def test_cache_loader_gives_the_batches_of_the_audio_loader(built, processor):
-    _, splits, cache_dir, _ = built
-    ids = [u.id for u in splits["train"]]
-    from_cache = list(cache_loader(cache_dir, "train", batch_size=3, shuffle=True, seed=4, ids=ids))
-    from_audio = list(make_loader(splits["train"], processor, batch_size=3, shuffle=True, seed=4, num_workers=0,
-                                  durations=None))
-    assert len(from_cache) == len(from_audio) == 3
-    for a, b in zip(from_cache, from_audio):
-        assert a["ids"] == b["ids"] and a["input_features"] is None
+def same_batches(got: list, want: list) -> None:
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert (a is None) == (b is None)
+        if a is None:
+            continue
+        assert a["ids"] == b["ids"] and a["texts"] == b["texts"] and a["input_features"] is None
         for key in ("decoder_input_ids", "labels", "decoder_attention_mask"):
             assert torch.equal(a[key], b[key]), key
 
 
-def test_cache_command(tmp_path, processor, corpus):
-    from whisperkd.cli import main
+def test_cache_loader_gives_the_batches_of_the_audio_loader(built, processor):
+    _, splits, cache_dir, _ = built
+    for grouped in (False, True):
+        from_cache = list(cache_loader(cache_dir, splits["train"], batch_size=3, seed=4, length_grouped=grouped))
+        from_audio = list(make_loader(splits["train"], processor, batch_size=3, seed=4, length_grouped=grouped,
+                                      num_workers=0, durations=None))
+        assert len(from_cache) == 3
+        same_batches(from_cache, from_audio)
 
+
+def test_training_batches_from_the_cache_equal_the_audio_ones(tmp_path, processor, corpus):
+    """The trainer's TrainBatches over the cache (CachedSpeechDataset + CachedCollator) gives the batches of the
+    audio path: same ids, decoder inputs, labels, masks, texts, in the same seeded order in every epoch, the
+    same skips (utterances the duration filter rejects at build time), and the same batches after a resume."""
+    train = corpus["train"]  # 1.0, 1.25, ..., 2.5 s
+    durations = DurationFilter(min_seconds=1.3, max_seconds=30.0)  # u0 and u1 are too short
+    build_cache(teacher_model(), processor, {"train": train}, tmp_path / "cache", *settings(min_seconds=1.3),
+                progress=False)
+    logs = {"audio": SkipLog(), "cache": SkipLog()}
+    audio = SpeechDataset(train, processor, logs["audio"], durations, source="train")
+    cached = CachedSpeechDataset(tmp_path / "cache", train, "train", logs["cache"], source="train")
+    sources = {"audio": (audio, WhisperCollator(processor.tokenizer.convert_tokens_to_ids("<|endoftext|>"))),
+               "cache": (cached, CachedCollator(cached.pad_id))}
+
+    def take(kind: str, position: dict, n: int) -> tuple[list, dict]:
+        dataset, collate = sources[kind]
+        data = TrainBatches(dataset, collate, utterance_lengths(train), batch_size=2, seed=3)
+        stream = data.iterate(position)
+        return [next(stream) for _ in range(n)], dict(position)
+
+    for start in ({"epoch": 0, "batch": 0}, {"epoch": 1, "batch": 2}):
+        (got, got_at), (want, want_at) = take("cache", dict(start), 9), take("audio", dict(start), 9)
+        same_batches(got, want)
+        assert got_at == want_at and got_at["epoch"] >= start["epoch"] + 2  # several epochs, each its own order
+    assert sum(len(b["ids"]) for b in want) < 9 * 2  # the skipped utterances are left out of their batches
+    records = {kind: sorted((r["source"], r["id"], r["reason"]) for r in log.records()) for kind, log in logs.items()}
+    assert records["cache"] == records["audio"] and {r[1] for r in records["audio"]} == {"u0", "u1"}
+
+
+def test_cache_command(tmp_path, processor, corpus):
     model_dir = tmp_path / "teacher"
     teacher_model().save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
@@ -274,6 +319,12 @@ def test_cache_command(tmp_path, processor, corpus):
     cache_dir = tmp_path / "run" / "teacher_cache"
     meta = json.loads((cache_dir / "cache.json").read_text())
     assert meta["k"] == 0 and meta["temperature"] is None and meta["hidden_layers"] == [1]
+    # The key's settings part, as caches have always stored it (a change here makes every cache stale).
+    assert json.dumps(meta["parts"]["settings"]) == (
+        '{"k": 0, "temperature": null, "hidden_layers": [1], "encoder_outputs": true, "shard_size": 4, '
+        '"durations": [0.5, 30.0], "max_label_tokens": 448, "logprob_dtype": "float32", "final_state_dtype": '
+        '"float32", "hidden_dtype": "float16", "encoder_dtype": "float16", "teacher_dtype": "float32", '
+        '"audio_identity": "stat"}')
     assert meta["encoder_outputs"] and set(meta["complete"]) == {"train", "dev"}
     assert (cache_dir / "output_projection.safetensors").is_file()
     assert main(["cache", str(config), "--check"]) == 0

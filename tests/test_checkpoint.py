@@ -6,14 +6,15 @@ import json
 
 import pytest
 import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file
 from transformers import WhisperForConditionalGeneration
 
 import whisperkd.distill.trainer as trainer
-from test_distill_fixtures import first_batch, logits_of, tiny_config, tiny_setup  # noqa: F401
+from helpers import first_batch, logits_of, tiny_config
 from whisperkd.config import config_from_dict
 from whisperkd.distill.checkpoint import (atomic_dir, latest_checkpoint, list_checkpoints, load_checkpoint,
-                                          save_checkpoint, trainable_state)
+                                          save_checkpoint, save_trainable_only, trainable_state)
 from whisperkd.distill.history import read_history
 from whisperkd.distill.runfolder import load_run_config, restore_student
 from whisperkd.errors import UserError
@@ -25,10 +26,10 @@ class Crash(RuntimeError):
 
 
 def _weights(run_dir, step):
-    return load_file(str(run_dir / "checkpoint" / f"step-{step:06d}" / "trainable.safetensors"))
+    return load_file(str(run_dir / "checkpoint" / f"step-{step:06d}" / "model.safetensors"))
 
 
-def test_resumed_run_equals_uninterrupted_run(tiny_setup, tmp_path, monkeypatch):  # noqa: F811
+def test_resumed_run_equals_uninterrupted_run(tiny_setup, tmp_path, monkeypatch):
     # LoRA (its dropout draws random numbers), TAID (its state), alignment (projector trains), accumulation.
     # No teacher memo: a resumed run would recompute remembered teacher outputs (equal only to the last bits).
     sections = dict(teacher={"memo_size": 0}, lora={"enabled": True, "presets": ["decoder-self-qv", "decoder-ffn"], "dropout": 0.1},
@@ -70,7 +71,7 @@ def test_resumed_run_equals_uninterrupted_run(tiny_setup, tmp_path, monkeypatch)
     assert torch.equal(logits_of(full.student, batch), logits_of(resumed.student, batch))
 
 
-def test_reloaded_student_equals_trained_one(tiny_setup, tmp_path):  # noqa: F811
+def test_reloaded_student_equals_trained_one(tiny_setup, tmp_path):
     from transformers import pipeline
 
     raw = tiny_config(tiny_setup, tmp_path / "run", data={"dev_fraction": 0.0},
@@ -92,7 +93,7 @@ def test_reloaded_student_equals_trained_one(tiny_setup, tmp_path):  # noqa: F81
     assert isinstance(out["text"], str)
 
 
-def test_reloaded_lora_student_equals_trained_one(tiny_setup, tmp_path):  # noqa: F811
+def test_reloaded_lora_student_equals_trained_one(tiny_setup, tmp_path):
     from peft import PeftModel
 
     raw = tiny_config(tiny_setup, tmp_path / "lora", data={"dev_fraction": 0.0},
@@ -125,42 +126,58 @@ def test_trainable_weights_are_chosen_by_requires_grad(tiny_random_model):
 
 
 def _tiny_training_objects():
+    """A prepared Linear whose bias is frozen, its AdamW and schedule, after one step."""
+    acc = Accelerator(cpu=True, step_scheduler_with_optimizer=False)
+    acc.register_save_state_pre_hook(save_trainable_only)
     model = torch.nn.Linear(3, 2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model.bias.requires_grad_(False)
+    optimizer = torch.optim.AdamW([model.weight], lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (s + 1))
+    model, optimizer, scheduler = acc.prepare(model, optimizer, scheduler)
     model(torch.ones(1, 3)).sum().backward()
     optimizer.step()
     scheduler.step()
-    return model, optimizer, scheduler
+    return acc, model, optimizer, scheduler
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path):
-    model, optimizer, scheduler = _tiny_training_objects()
+    acc, model, optimizer, scheduler = _tiny_training_objects()
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, step, model, optimizer, scheduler, None, {"step": step}, {"steps": []}, keep=2)
+        save_checkpoint(acc, tmp_path, step, {"step": step}, {"steps": []}, keep=2)
     (tmp_path / "checkpoint" / ".tmp-step-000004-abc").mkdir()  # a write that died half-way
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000002", "step-000003"]
+    assert set(load_file(str(tmp_path / "checkpoint" / "step-000003" / "model.safetensors"))) == {"weight"}
     with pytest.raises(RuntimeError), atomic_dir(tmp_path / "checkpoint" / "step-000005") as tmp:
         (tmp / "state.json").write_text("{}")
         raise RuntimeError("disk full")
     assert latest_checkpoint(tmp_path).name == "step-000003"
     assert not list((tmp_path / "checkpoint").glob(".tmp-step-000005*"))
 
-    fresh, opt2, sched2 = _tiny_training_objects()
+    acc2, fresh, opt2, sched2 = _tiny_training_objects()
     with torch.no_grad():
         fresh.weight.zero_()
     torch.manual_seed(123)
-    save_checkpoint(tmp_path, 6, model, optimizer, scheduler, None, {"step": 6}, {"steps": [1]}, keep=2)
+    save_checkpoint(acc, tmp_path, 6, {"step": 6}, {"steps": [1]}, keep=2)
     expected_draw = torch.rand(3)
     torch.manual_seed(999)
-    state, history, best = load_checkpoint(latest_checkpoint(tmp_path), fresh, opt2, sched2)
+    state, history, best = load_checkpoint(acc2, fresh, latest_checkpoint(tmp_path))
     assert state == {"step": 6} and history == {"steps": [1]} and best is None
     assert torch.equal(fresh.weight, model.weight)
     assert opt2.state_dict()["state"][0]["step"] == optimizer.state_dict()["state"][0]["step"]
+    assert sched2.state_dict()["last_epoch"] == scheduler.state_dict()["last_epoch"]
     assert torch.equal(torch.rand(3), expected_draw)  # the RNG state of step 6 is back
 
 
-def test_resume_needs_a_checkpoint(tiny_setup, tmp_path):  # noqa: F811
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    acc, model, optimizer, scheduler = _tiny_training_objects()
+    save_checkpoint(acc, tmp_path, 1, {"step": 1}, {"steps": []}, keep=1)
+    acc2 = Accelerator(cpu=True)
+    other = acc2.prepare(torch.nn.Linear(3, 4))
+    with pytest.raises(UserError, match="model.safetensors: the saved trainable weights do not fit this model"):
+        load_checkpoint(acc2, other, latest_checkpoint(tmp_path))
+
+
+def test_resume_needs_a_checkpoint(tiny_setup, tmp_path):
     from whisperkd.distill.runfolder import start_run_dir
 
     cfg = config_from_dict(tiny_config(tiny_setup, tmp_path / "empty"))

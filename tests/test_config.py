@@ -82,13 +82,9 @@ def test_cli_reports_config_mistakes_in_one_line(capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
-def test_recipe_is_the_thesis_recipe():
-    cfg = load_config(RECIPE)
-    assert isinstance(cfg, Config)
-    assert cfg.teacher.model == "openai/whisper-large-v2" and cfg.student.decoder_layers == 4
-    assert cfg.lora.enabled and cfg.student.encoder_layers is None and not cfg.student.train_encoder
-    assert (cfg.optim.lr, cfg.optim.warmup_steps, cfg.train.max_steps, cfg.optim.grad_clip) == (2.6e-4, 1000, 10000, 1.0)
-    assert (cfg.loss.kind, cfg.loss.temperature, cfg.loss.ce_weight, cfg.loss.kl_weight) == ("kl", 2.0, 1.0, 0.8)
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_validates(path):
+    assert isinstance(load_config(path), Config)
 
 
 def _whisper_params(d: int, n_enc: int, n_dec: int, vocab: int, mels: int = 80) -> tuple[int, int]:
@@ -135,3 +131,104 @@ def test_print_config(capsys):
     assert main(["distill", str(RECIPE), "optim.lr=1e-4", "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "  lr: 0.0001\n" in out and "teacher:\n  model: openai/whisper-large-v2\n" in out
+
+
+# ---------------------------------------------------------------- reading the YAML (ruamel.yaml, YAML 1.2)
+
+def _mistake_in_file(tmp_path, content: str | bytes) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+    return str(err.value).replace(str(path), "FILE")
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    assert _mistake_in_file(tmp_path, "student:\n  decoder_layers: 2\noptim:\n  lr: 1e-4\n  lr: 2e-4\n") == \
+        "FILE:5: duplicate key 'lr'; give each key once"
+    assert _mistake_in_file(tmp_path, "optim: {lr: 1}\nstudent: {decoder_layers: 2}\noptim: {eps: 1}\n") == \
+        "FILE:3: duplicate key 'optim'; give each key once"
+
+
+@pytest.mark.parametrize("value, tag", [
+    ("!!python/object:os.system {}", "!!python/object:os.system"),
+    ("!!python/object/apply:os.system [ls]", "!!python/object/apply:os.system"),
+    ("!!binary aGVsbG8=", "!!binary 'aGVsbG8='"),
+    ("!!set {a, b}", "!!set"),
+    ("2024-01-01", "!!timestamp '2024-01-01'"),
+    ("!custom x", "!custom 'x'"),
+])
+def test_tags_that_build_objects_are_refused(tmp_path, value, tag):
+    message = _mistake_in_file(tmp_path, f"student:\n  decoder_layers: 2\nteacher:\n  model: {value}\n")
+    assert message.startswith(f"FILE:4: {tag} refused: a config holds only strings, numbers, true/false, null, ")
+
+
+def test_yaml_mistakes_name_file_and_line(tmp_path):
+    assert _mistake_in_file(tmp_path, "student:\n  decoder_layers: 2\noptim: [1\n") .startswith("FILE:4: ")
+    assert _mistake_in_file(tmp_path, "- 1\n- 2\n") == \
+        "FILE: expected a mapping of sections (teacher:, student:, ...), got list"
+    assert _mistake_in_file(tmp_path, b"student:\n  decoder_layers: 2\nteacher:\n  model: caf\xe9\n") == \
+        "FILE:4: not UTF-8 text (byte 0xe9); save it as UTF-8"
+
+
+def test_yaml_12_scalars_and_json(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text('{"student": {"decoder_layers": [0, 3]}, "train": {"mixed_precision": "no"}, '
+                    '"optim": {"lr": 1e-4}}')
+    cfg = load_config(path, ["train.mixed_precision=no", "optim.eps=1e-9"])
+    assert (cfg.student.decoder_layers, cfg.train.mixed_precision, cfg.optim.lr, cfg.optim.eps) == \
+        ([0, 3], "no", 1e-4, 1e-9)
+    path.write_text("student: {decoder_layers: 2}\noptim:\ntrain:\n  mixed_precision: no\n")
+    cfg = load_config(path)  # an empty section is its defaults
+    assert cfg.optim == Config().optim and cfg.train.mixed_precision == "no"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=.inf", "config optim.lr: must be a finite number"),
+    ("optim.betas=[0.9, .nan]", "config optim.betas: must be a finite number"),
+    ("loss.temperature=-.inf", "config loss.temperature: must be a finite number"),
+    ("optim.lr=\"1e-4\"", "config optim.lr: expected a number, got '1e-4' (str)"),
+    ("train.max_steps=true", "config train.max_steps: expected an integer, got True (bool)"),
+    ("optim=3", "config optim: expected a mapping of keys, got 3 (int)"),
+    ("teacher.model=!!binary aGk=", "config teacher.model: value '!!binary aGk=': !!binary 'aGk=' refused: a config "
+                                    "holds only strings, numbers, true/false, null, lists and mappings (quote a "
+                                    "value to keep it as text)"),
+    ("cache.logits=topk", None),
+    ("cache.topk=0", None),
+])
+def test_non_finite_numbers_and_strict_types_are_refused(override, message):
+    if message is None:
+        config_from_dict({"student": {"decoder_layers": 2}}, [override])
+        return
+    with pytest.raises(UserError) as err:
+        config_from_dict({"student": {"decoder_layers": 2}}, [override])
+    assert str(err.value) == message
+
+
+def test_cache_topk_zero_with_topk_logits_is_refused():
+    cfg = config_from_dict({"student": {"decoder_layers": 2}}, ["cache.logits=topk"])
+    assert (cfg.cache.k, config_from_dict({"student": {"decoder_layers": 2}}).cache.k) == (64, 0)
+    with pytest.raises(UserError) as err:
+        config_from_dict({"student": {"decoder_layers": 2}}, ["cache.logits=topk", "cache.topk=0"])
+    assert str(err.value) == "config cache.topk: 0 stores no top-k, but cache.logits is topk; give k (e.g. 64)"
+
+
+def test_options_anywhere_among_the_overrides(capsys):
+    assert main(["distill", str(RECIPE), "optim.lr=1e-4", "--print-config", "train.max_steps=7777"]) == 0
+    out = capsys.readouterr().out
+    assert "  lr: 0.0001\n" in out and "  max_steps: 7777\n" in out
+    assert main(["distill", "--print-config", str(RECIPE), "optim.lr=3e-4"]) == 0
+    assert "  lr: 0.0003\n" in capsys.readouterr().out
+    assert main(["distill", "--resume", "runs/x", "optim.lr=1e-4"]) == 2
+    assert "--resume RUN_DIR takes no config or overrides" in capsys.readouterr().err
+    assert main(["distill", "optim.lr=1e-4", "--print-config"]) == 2
+    assert capsys.readouterr().err == ("whisperkd distill: error: give a config file (e.g. "
+                                       "configs/tiny-en-2layer.yaml) or --resume RUN_DIR\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["distill", str(RECIPE), "optim.lr=1e-4", "--bogus"])
+    assert exit_.value.code == 2
+    assert "whisperkd distill: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert main(["cache", "--check", "optim.lr=1e-4"]) == 2
+    assert capsys.readouterr().err == ("whisperkd cache: error: give the distillation config first: whisperkd cache "
+                                       "CONFIG [KEY=VALUE ...]\n")

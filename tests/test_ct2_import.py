@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_whisper_config
+from helpers import tiny_whisper_config
 
 from whisperkd.cli import main
 from whisperkd.errors import UserError

@@ -3,77 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from whisperkd.data.audio import AudioSkip, DurationFilter, load_audio, to_mono_16k
 from whisperkd.data.skiplog import SkipLog
+from helpers import tone, write
 
 
-def tone(seconds: float, rate: int = 16_000, channels: int = 1, freq: float = 440.0) -> np.ndarray:
-    """A 0.3-amplitude sine of ``seconds`` (frames, channels) or (frames,) for mono."""
-    t = np.arange(int(seconds * rate)) / rate
-    wave = 0.3 * np.sin(2 * np.pi * freq * t).astype(np.float32)
-    return wave if channels == 1 else np.stack([wave * (c + 1) / channels for c in range(channels)], axis=1)
-
-
-def write(path: Path, data: np.ndarray, rate: int = 16_000, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), data, rate, **kwargs)
-    return path
-
-
-def bad_files(d):
-    """At least 20 unusable inputs of different kinds, with the reason each must be skipped for."""
-    rng = np.random.default_rng(0)
-    good_wav = write(d / "src" / "good.wav", tone(2.0))
-    good_flac = write(d / "src" / "good.flac", tone(2.0))
-    good_ogg = write(d / "src" / "good.ogg", tone(2.0))
-    wav, flac, ogg = good_wav.read_bytes(), good_flac.read_bytes(), good_ogg.read_bytes()
-
-    def raw(name, data):
-        (d / name).write_bytes(data)
-        return d / name
-
-    (d / "a_folder.wav").mkdir()
-    spikes = tone(2.0)
-    spikes[::100] = np.nan
-    infs = tone(2.0)
-    infs[5] = np.inf
-    return {
-        raw("zero.wav", b""): "empty",
-        raw("zero.flac", b""): "empty",
-        raw("random.wav", rng.bytes(5000)): "not_audio",
-        raw("random.flac", rng.bytes(5000)): "not_audio",
-        raw("random.ogg", rng.bytes(5000)): "not_audio",
-        raw("random.mp3", rng.bytes(5000)): "not_audio",
-        raw("notes.txt", b"this is a text file, not audio\n" * 20): "not_audio",
-        raw("text_named.wav", b"hello, I am text pretending to be a wav\n" * 20): "not_audio",
-        raw("json_named.flac", json.dumps({"a": 1}).encode() * 50): "not_audio",
-        raw("png_named.wav", b"\x89PNG\r\n\x1a\n" + rng.bytes(500)): "not_audio",
-        raw("header_cut.wav", wav[:20]): "truncated",
-        raw("header_only.wav", wav[:44]): "truncated",
-        raw("half.wav", wav[: len(wav) // 2]): "truncated",
-        raw("header_cut.flac", flac[:30]): "truncated",
-        raw("half.flac", flac[: len(flac) // 2]): "truncated",
-        raw("half.ogg", ogg[: len(ogg) // 2]): "truncated",
-        raw("riff_garbage.wav", b"RIFF" + (300).to_bytes(4, "little") + rng.bytes(300)): "truncated",
-        write(d / "zeros.wav", np.zeros(32000, dtype=np.float32)): "silent",
-        write(d / "whisper_quiet.wav", tone(2.0) * 1e-5, subtype="FLOAT"): "silent",
-        write(d / "nan.wav", spikes, subtype="FLOAT"): "non_finite",
-        write(d / "inf.wav", infs, subtype="FLOAT"): "non_finite",
-        write(d / "short.wav", tone(0.2)): "too_short",
-        write(d / "long.flac", tone(45.0)): "too_long",
-        d / "does_not_exist.wav": "missing",
-        d / "a_folder.wav": "not_a_file",
-    }
-
-
-def test_fuzz_set_is_skipped_with_the_right_reasons(tmp_path):
-    cases = bad_files(tmp_path)
+def test_fuzz_set_is_skipped_with_the_right_reasons(tmp_path, bad_files):
+    cases = bad_files
     assert len(cases) >= 20
     log = SkipLog(tmp_path / "run")
     for path, reason in cases.items():

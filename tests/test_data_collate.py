@@ -13,7 +13,7 @@ from whisperkd.data.loader import make_loader
 from whisperkd.data.manifest import read_manifest
 from whisperkd.data.sampler import SeededBatchSampler
 from whisperkd.data.skiplog import SkipLog
-from test_data_audio import bad_files, tone, write
+from helpers import tone, write
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +126,8 @@ def test_length_grouped_batches_hold_similar_lengths():
         list(SeededBatchSampler(lengths[:13], 4, drop_last=True))) == 3
 
 
-def test_fuzz_run_completes_and_logs_every_skip(tmp_path, tiny_processor):
-    cases = bad_files(tmp_path / "bad")
+def test_fuzz_run_completes_and_logs_every_skip(tmp_path, tiny_processor, bad_files):
+    cases = bad_files
     good = {f"good{i}": write(tmp_path / f"good{i}.flac", tone(1.5 + i, rate=8000, channels=2), rate=8000)
             for i in range(3)}
     rows = [{"id": p.name, "audio": str(p), "text": "bad file"} for p in cases]

@@ -11,7 +11,7 @@ from whisperkd.data.librispeech import read_librispeech
 from whisperkd.data.manifest import read_manifest, write_manifest
 from whisperkd.data.sources import detect_kind, open_source
 from whisperkd.errors import UserError
-from test_data_audio import tone, write
+from helpers import tone, write
 
 
 def jsonl(path, rows):

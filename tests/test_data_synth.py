@@ -65,7 +65,7 @@ def test_resume_keeps_files_and_fills_gaps(corpus):
 
 
 @needs_engines
-def test_tiny_en_understands_the_corpus(corpus):
+def test_tiny_en_understands_the_corpus(corpus, tiny_en_dir):
     from whisperkd.models.loading import load_model, load_processor
 
     out, _ = corpus

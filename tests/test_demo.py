@@ -23,6 +23,7 @@ def quick_demo(tmp_path_factory, base_dir, real_speech_dir):
     return work / "quick"
 
 
+@pytest.mark.slow  # the quick demo (module fixture): ~7-8 min on 2 CPU cores
 def test_every_stage_left_its_files(quick_demo):
     corpus = quick_demo / "corpus"
     for split in ("train", "dev", "test"):
@@ -38,6 +39,7 @@ def test_every_stage_left_its_files(quick_demo):
         assert (run / "report" / name).is_file(), name
 
 
+@pytest.mark.slow  # the quick demo (module fixture): ~7-8 min on 2 CPU cores
 def test_held_out_voices_and_sentences_are_disjoint_from_training(quick_demo):
     corpus = quick_demo / "corpus"
     train = read_manifest(corpus / "train" / "manifest.jsonl")
@@ -47,6 +49,7 @@ def test_held_out_voices_and_sentences_are_disjoint_from_training(quick_demo):
         assert not {u.text for u in held} & {u.text for u in train}, split
 
 
+@pytest.mark.slow  # the quick demo (module fixture): ~7-8 min on 2 CPU cores
 def test_distilled_beats_untrained_student(quick_demo):
     rows = json.loads((quick_demo / "run" / "report" / "demo_summary.json").read_text())
     by_model = {r["model"]: r for r in rows}
@@ -90,10 +93,15 @@ def test_an_unknown_demo_size_is_refused():
         run_demo(DEFAULT_CONFIG, "huge")
 
 
-def test_demo_config_is_the_documented_loss():
-    from whisperkd.config import load_config
-    from whisperkd.demo import DEFAULT_CONFIG
+def test_the_demo_config_and_real_clips_ship_with_the_package():
+    """configs/demo.yaml is a documented copy of the packaged config, byte for byte; the six real clips and
+    their manifest are package data, so an installed whisperkd runs the demo from anywhere."""
+    from pathlib import Path
 
-    loss = load_config(DEFAULT_CONFIG).loss
-    assert (loss.kind, loss.ce_weight, loss.kl_weight, loss.temperature) == ("kl", 1.0, 0.8, 2.0)
-    assert (loss.align_kind, loss.align_weight) == ("geodesic", 1.0)
+    from whisperkd.demo_settings import DEFAULT_CONFIG, REAL_SPEECH
+
+    repo_copy = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    assert DEFAULT_CONFIG.read_bytes() == repo_copy.read_bytes(), "edit configs/demo.yaml and resources/demo.yaml alike"
+    clips = read_manifest(REAL_SPEECH / "manifest.jsonl")
+    assert len(clips) == 6 and all(u.path.is_file() for u in clips)
+    assert (REAL_SPEECH / "README.md").is_file()

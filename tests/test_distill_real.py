@@ -12,8 +12,7 @@ import pytest
 from whisperkd.config import config_from_dict
 
 pytestmark = [
-    pytest.mark.real,
-    pytest.mark.slow,
+    pytest.mark.real,  # ~48 s on 2 idle CPU cores: not `slow`
     pytest.mark.skipif(any(shutil.which(p) is None for p in ("espeak-ng", "flite")),
                        reason="speech engines espeak-ng and flite not installed"),
 ]

@@ -1,24 +1,29 @@
-"""The teacher interface and the builder: one encoder pass feeds both, and a top-k teacher plugs in."""
+"""The teacher interface and the builder: one encoder pass feeds both, a top-k teacher plugs in, and
+make_teacher chooses the online or the cached teacher."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import WhisperForConditionalGeneration
 
-from test_distill_fixtures import first_batch, tiny_config, tiny_setup  # noqa: F401
+from helpers import first_batch, tiny_config
 from whisperkd.config import config_from_dict
-from whisperkd.distill.build import build_models
-from whisperkd.distill.teacher import OnlineTeacher, TeacherBatch, TeacherNeeds, TeacherOutputs
+from whisperkd.distill.build import build_models, read_splits
+from whisperkd.distill.cache import CachedTeacher, run_splits
+from whisperkd.distill.teacher import OnlineTeacher, make_teacher
+from whisperkd.distill.teacher_batch import TeacherBatch, TeacherNeeds, TeacherOutputs
 from whisperkd.distill.trainer import loss_parts
 from whisperkd.errors import UserError
+from whisperkd.models.loading import load_processor
 
 
 def _cfg(setup, tmp_path, **sections):
     return config_from_dict(tiny_config(setup, tmp_path / "run", **sections))
 
 
-def test_shared_encoder_runs_once_and_feeds_both(tiny_setup, tmp_path):  # noqa: F811
+def test_shared_encoder_runs_once_and_feeds_both(tiny_setup, tmp_path):
     cfg = _cfg(tiny_setup, tmp_path, loss={"align_weight": 0.5}, teacher={"memo_size": 0})
     built = build_models(cfg)
     assert built.shares_encoder and built.align_pairs == [(0, 0), (1, 2)]
@@ -47,7 +52,7 @@ def test_shared_encoder_runs_once_and_feeds_both(tiny_setup, tmp_path):  # noqa:
     torch.testing.assert_close(own, shared)  # the student's frozen encoder is the teacher's
 
 
-def test_teacher_memo_by_utterance_id(tiny_setup, tmp_path):  # noqa: F811
+def test_teacher_memo_by_utterance_id(tiny_setup, tmp_path):
     built = build_models(_cfg(tiny_setup, tmp_path))
     teacher = OnlineTeacher(built.teacher, TeacherNeeds(encoder=True, hidden_layers=(1,)), memo_size=8)
     calls = []
@@ -62,7 +67,7 @@ def test_teacher_memo_by_utterance_id(tiny_setup, tmp_path):  # noqa: F811
     assert torch.equal(first.hidden_states[1][mask], second.hidden_states[1][mask])
 
 
-def test_a_topk_teacher_plugs_in(tiny_setup, tmp_path):  # noqa: F811
+def test_a_topk_teacher_plugs_in(tiny_setup, tmp_path):
     """A cache-like teacher (top-k log-probs at T, k = V) gives the same loss as the online one."""
     cfg = _cfg(tiny_setup, tmp_path)
     built = build_models(cfg)
@@ -86,7 +91,7 @@ def test_a_topk_teacher_plugs_in(tiny_setup, tmp_path):  # noqa: F811
         cached.check(TeacherNeeds(hidden_layers=(1,)))
 
 
-def test_builder_choices(tiny_setup, tmp_path):  # noqa: F811
+def test_builder_choices(tiny_setup, tmp_path):
     own_encoder = build_models(_cfg(tiny_setup, tmp_path, student={"decoder_layers": [1, 2], "encoder_layers": 1}))
     assert not own_encoder.shares_encoder
     assert not any(p.requires_grad for p in own_encoder.model.whisper.model.encoder.parameters())
@@ -95,13 +100,34 @@ def test_builder_choices(tiny_setup, tmp_path):  # noqa: F811
     assert names and all("lora_" in n and "encoder_attn" in n for n in names)
     with pytest.raises(UserError, match=r"^config teacher.load_in_8bit: int8 weights \(bitsandbytes\) need a CUDA"):
         build_models(_cfg(tiny_setup, tmp_path, teacher={"load_in_8bit": True}))
-    from transformers import WhisperForConditionalGeneration
-
-    from whisperkd.models.loading import load_processor
-
     other = load_processor(tiny_setup["teacher"])
     other.tokenizer.add_tokens(["<|another-vocabulary|>"])
     other.save_pretrained(tmp_path / "other")
     WhisperForConditionalGeneration.from_pretrained(tiny_setup["teacher"]).save_pretrained(tmp_path / "other")
     with pytest.raises(UserError, match="different vocabularies"):
         build_models(_cfg(tiny_setup, tmp_path, student={"init": str(tmp_path / "other"), "decoder_layers": None}))
+
+
+def test_make_teacher_is_online_or_reads_the_cache(tiny_setup, tmp_path):
+    """cache.enabled=false: the online teacher. true: the cache is built (then only checked) and read back, giving
+    the online teacher's outputs (float16 hidden states and encoder outputs)."""
+    sections = {"loss": {"align_weight": 0.5}, "teacher": {"memo_size": 0}}
+    cfg = _cfg(tiny_setup, tmp_path, **sections)
+    built = build_models(cfg)
+    splits = run_splits(*read_splits(cfg))
+    online = make_teacher(cfg, built, "cpu", splits)
+    assert isinstance(online, OnlineTeacher)
+    cfg = _cfg(tiny_setup, tmp_path, cache={"enabled": True, "hidden_layers": "needed"}, **sections)
+    cached = make_teacher(cfg, built, "cpu", splits, progress=False)
+    assert isinstance(cached, CachedTeacher) and cached.cache_dir == tmp_path / "run" / "teacher_cache"
+    assert cached.meta["hidden_layers"] == [0, 2] and cached.meta["encoder_outputs"]
+    calls = []
+    built.teacher.model.decoder.register_forward_hook(lambda *a: calls.append(1))
+    make_teacher(cfg, built, "cpu", splits, progress=False)
+    assert calls == []  # up to date: checked, not recomputed
+    batch = first_batch(tiny_setup)
+    got, want = cached(batch).check(cached.needs), online(batch)
+    mask = batch["labels"] != -100
+    torch.testing.assert_close(got.logits[mask], want.logits[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.hidden_states[2][mask], want.hidden_states[2][mask], atol=2e-2, rtol=2e-3)
+    torch.testing.assert_close(got.encoder_hidden_states, want.encoder_hidden_states, atol=2e-2, rtol=2e-3)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_whisper_config
+from helpers import tiny_whisper_config
 
 from whisperkd.evaluate.geometry import linear_cka, mean_geodesic, representation_geometry
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from whisperkd.text import Errors, cer, corpus_errors, english_normalizer, errors, normalize, wer
+from whisperkd.text import Errors, corpus_errors, english_normalizer, errors, normalize, wer
 
 
 def test_wer_is_computed_on_normalised_text():
@@ -33,8 +33,8 @@ def test_character_errors_by_hand():
     # "abc d" has 5 characters (the space counts); "abd" keeps a, b, d: c and the space are deleted.
     e = errors("abc d", "abd", unit="char")
     assert (e.substitutions, e.deletions, e.insertions, e.hits) == (0, 2, 0, 3)
-    assert cer(["abc d"], ["abd"]) == pytest.approx(2 / 5)
-    assert cer(["kitten"], ["sitting"]) == pytest.approx(3 / 6)  # k->s, e->i, +g
+    assert corpus_errors(["abc d"], ["abd"], "char").rate == pytest.approx(2 / 5)
+    assert corpus_errors(["kitten"], ["sitting"], "char").rate == pytest.approx(3 / 6)  # k->s, e->i, +g
 
 
 def test_corpus_rate_is_pooled_not_averaged():

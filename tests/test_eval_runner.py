@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import tiny_whisper_config
+from helpers import tiny_whisper_config
 
 from whisperkd.cli import main
 from whisperkd.errors import UserError
@@ -183,7 +183,7 @@ def _one_line_error(capsys, argv: list[str], *needles: str) -> str:
     return err
 
 
-def test_bad_inputs_are_one_line_errors(tmp_path, tiny_set, capsys):
+def test_bad_inputs_are_one_line_errors(tmp_path, tiny_set, capsys, tiny_en_dir):  # evaluates "tiny.en"
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "audio": "a.wav", "text": "x"}\nnot json\n')
     _one_line_error(capsys, ["evaluate", "tiny.en", "--data", str(bad)], "bad.jsonl:2")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -14,8 +13,6 @@ from whisperkd.data.skiplog import SkipLog
 from whisperkd.data.utterance import Utterance
 from whisperkd.errors import UserError
 from whisperkd.data.pseudo_label import pseudo_label, read_labelled, write_labelled_manifest
-
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 
 
 class FakeProcessor:
@@ -70,20 +67,6 @@ def test_filter_counts_and_manifest_fields(tmp_path, monkeypatch):
         read_labelled(out, "mixed")
 
 
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory):
-    """Eight synthetic utterances (espeak-ng) with their texts."""
-    from whisperkd.data.sentences import load_sentences
-    from whisperkd.data.synth import synthesize_corpus
-    from whisperkd.data.voices import resolve_voices
-
-    out = tmp_path_factory.mktemp("speech") / "corpus"
-    synthesize_corpus(out, load_sentences("harvard"), resolve_voices("espeak", seed=1, max_per_engine=2), seed=1,
-                      utterances=8, jobs=1, progress=False)
-    return out
-
-
-@needs_espeak
 @pytest.mark.real
 def test_label_command_with_tiny_en(tmp_path, speech, tiny_en_dir, capsys):
     from whisperkd.cli import main

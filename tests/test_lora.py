@@ -99,7 +99,7 @@ def test_merged_and_unmerged_students_give_the_same_logits(tiny_random_model):
 
 
 def test_apply_lora_refuses_a_preset_that_selects_nothing():
-    from conftest import tiny_whisper_config
+    from helpers import tiny_whisper_config
     from transformers import WhisperForConditionalGeneration
 
     model = WhisperForConditionalGeneration(tiny_whisper_config(encoder_layers=0))

@@ -13,7 +13,6 @@ from whisperkd.distill.losses import (
     cross_entropy,
     kl_divergence,
     kl_divergence_topk,
-    layerwise_alignment_loss,
     linear_warmup_weight,
     token_mask,
 )
@@ -220,17 +219,3 @@ def test_alignment_refuses_unknown_kind_and_width_mismatch():
         alignment_loss(torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), None, "l1")
     with pytest.raises(UserError, match="project"):
         alignment_loss(torch.zeros(1, 1, 2), torch.zeros(1, 1, 3), None, "mse")
-
-
-def test_layerwise_alignment_pairs_student_layer_j_with_teacher_layer_kept_j():
-    ones = torch.ones(1, 2, 3)
-    student_hs = (ones * 9, ones * 1, ones * 2)  # embeddings, layer 0, layer 1 (final)
-    teacher_hs = (ones * 9, ones * 0, ones * 5, ones * 2)  # embeddings, layers 0, 1, 2
-    mask = torch.tensor([[True, True]])
-    # student 0 <-> teacher 0: (1 - 0)^2 = 1; student 1 <-> teacher 2: (2 - 2)^2 = 0.
-    assert layerwise_alignment_loss(student_hs, teacher_hs, [0, 2], mask, "mse").item() == pytest.approx(0.5)
-    # With a projector doubling the student: (2 - 0)^2 = 4 and (4 - 2)^2 = 4.
-    got = layerwise_alignment_loss(student_hs, teacher_hs, [0, 2], mask, "mse", projector=lambda h: 2 * h)
-    assert got.item() == pytest.approx(4.0)
-    with pytest.raises(UserError, match="teacher_layers"):
-        layerwise_alignment_loss(student_hs, teacher_hs, [0, 1, 2], mask, "mse")

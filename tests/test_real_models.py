@@ -37,7 +37,7 @@ def _clips(real_speech_dir):
 @pytest.fixture(scope="module", params=["tiny.en", "base"])
 def real(request):
     name = request.param
-    path = ensure_model(name)
+    path = request.getfixturevalue({"tiny.en": "tiny_en_dir", "base": "base_dir"}[name])  # fetched, never downloaded
     return name, path, load_model(path), load_processor(path)
 
 

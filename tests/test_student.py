@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_whisper_config
+from helpers import tiny_whisper_config
 from transformers import WhisperForConditionalGeneration
 
 from whisperkd.errors import UserError
@@ -13,7 +13,6 @@ from whisperkd.models.lora import LoraSettings
 from whisperkd.models.meta import dry_run, published_config
 from whisperkd.models.student import (
     build_student_from_teacher,
-    freeze,
     kept_layers,
     maximally_spaced,
     set_trainable,
@@ -178,16 +177,6 @@ def test_set_trainable_encoder_and_embeddings(tiny_random_model):
     assert "model.decoder.embed_tokens.weight" in names  # tied to proj_out
     assert tiny_random_model.proj_out.weight.requires_grad
     assert not any(n.startswith("model.decoder.layers.") for n in names)
-
-
-def test_freeze_parts(tiny_random_model):
-    freeze(tiny_random_model, ["encoder", "embeddings"])
-    names = trainable_names(tiny_random_model)
-    assert not any(n.startswith("model.encoder.") for n in names)
-    assert "model.decoder.embed_tokens.weight" not in names
-    assert "model.decoder.layers.0.fc1.weight" in names
-    with pytest.raises(UserError, match="unknown part"):
-        freeze(tiny_random_model, ["head"])
 
 
 # ---- dry run on the meta device ----------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import whisperkd.distill.trainer as trainer
-from test_distill_fixtures import tiny_config, tiny_setup  # noqa: F401
+from helpers import tiny_config
 from whisperkd.cli import main
 from whisperkd.config import config_from_dict
 from whisperkd.distill.history import read_history
@@ -27,7 +27,7 @@ def _nan_at(monkeypatch, steps):
     monkeypatch.setattr(trainer, "loss_parts", poisoned)
 
 
-def test_nan_loss_is_skipped_and_counted(tiny_setup, tmp_path, monkeypatch):  # noqa: F811
+def test_nan_loss_is_skipped_and_counted(tiny_setup, tmp_path, monkeypatch):
     _nan_at(monkeypatch, {2})  # the third optimizer step
     raw = tiny_config(tiny_setup, tmp_path / "run", data={"dev_fraction": 0.0},
                       train={"max_steps": 4, "batch_size": 4, "log_every": 1, "progress": False})
@@ -44,7 +44,7 @@ def test_nan_loss_is_skipped_and_counted(tiny_setup, tmp_path, monkeypatch):  # 
     assert "NaN" not in text  # strict JSON: non-finite numbers are null
 
 
-def test_repeated_nan_losses_stop_the_run(tiny_setup, tmp_path, monkeypatch):  # noqa: F811
+def test_repeated_nan_losses_stop_the_run(tiny_setup, tmp_path, monkeypatch):
     _nan_at(monkeypatch, {1, 2, 3, 4, 5})
     raw = tiny_config(tiny_setup, tmp_path / "run", data={"dev_fraction": 0.0},
                       train={"max_steps": 8, "batch_size": 4, "log_every": 4, "max_consecutive_nonfinite": 3,
@@ -60,7 +60,7 @@ def test_repeated_nan_losses_stop_the_run(tiny_setup, tmp_path, monkeypatch):  #
     assert [s["step"] for s in history["steps"] if s["skipped"]] == [2, 3, 4]
 
 
-def test_on_eval_reports_and_can_stop_the_run(tiny_setup, tmp_path):  # noqa: F811
+def test_on_eval_reports_and_can_stop_the_run(tiny_setup, tmp_path):
     class Stop(Exception):
         pass
 
@@ -79,7 +79,7 @@ def test_on_eval_reports_and_can_stop_the_run(tiny_setup, tmp_path):  # noqa: F8
     assert [e["dev_loss"] for e in read_history(tmp_path / "run")["evals"]] == [v for _, v in seen]
 
 
-def test_cli_runs_and_resumes(tiny_setup, tmp_path, capsys):  # noqa: F811
+def test_cli_runs_and_resumes(tiny_setup, tmp_path, capsys):
     import yaml
 
     raw = tiny_config(tiny_setup, tmp_path / "run", eval={"wer": True, "at_start": True, "every": 2},
@@ -99,8 +99,8 @@ def test_cli_runs_and_resumes(tiny_setup, tmp_path, capsys):  # noqa: F811
     assert (tmp_path / "run" / "student_final" / "config.json").is_file()
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(tiny_setup, tmp_path):  # noqa: F811
-    from test_distill_fixtures import first_batch
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_setup, tmp_path):
+    from helpers import first_batch
 
     from whisperkd.distill.build import build_models
 

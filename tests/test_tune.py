@@ -12,7 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from test_distill_fixtures import tiny_config, tiny_setup  # noqa: F401
+from helpers import tiny_config
 from whisperkd.cli import main
 from whisperkd.errors import UserError
 from whisperkd.tuning.tune import cache_dir_for, load_tune, trial_config, tune
@@ -217,9 +217,9 @@ def test_cli_needs_a_config_and_a_storage_it_can_open(tmp_path, capsys):
 
 # ---------------------------------------------------------------- real distillation runs (tiny random teacher)
 
-def test_tune_runs_distillations_over_one_teacher_cache(tiny_setup, tmp_path, monkeypatch):  # noqa: F811
+def test_tune_runs_distillations_over_one_teacher_cache(tiny_setup, tmp_path, monkeypatch):
     """Two short runs of the real trainer; the teacher cache is computed once, before the first trial."""
-    import whisperkd.distill.cache as cache_mod
+    import whisperkd.distill.cache.build as cache_mod
 
     calls = {"teacher_forward": 0}
     original = cache_mod.teacher_forward

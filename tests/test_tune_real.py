@@ -41,11 +41,11 @@ def corpus(tmp_path_factory):
 @needs_tts
 @pytest.mark.real
 def test_four_trial_study_on_tiny_en(corpus, tiny_en_dir, tmp_path, monkeypatch, capsys):
-    import whisperkd.distill.cache as cache_mod
+    import whisperkd.distill.cache.build as cache_mod
     import whisperkd.distill.trainer as trainer
     from whisperkd.cli import main
     from whisperkd.config import load_config
-    from whisperkd.distill.cached_teacher import CachedTeacher
+    from whisperkd.distill.cache import CachedTeacher
     from whisperkd.distill.teacher import OnlineTeacher
 
     calls = {"build": 0, "online": 0, "cached": 0}

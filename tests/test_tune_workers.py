@@ -15,10 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
-
-from postgres import postgres_url  # noqa: F401
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
@@ -144,5 +141,5 @@ def test_two_workers_share_a_sqlite_study(tmp_path):
     _two_workers_then_resume(tmp_path, "")
 
 
-def test_two_workers_share_a_postgresql_study(tmp_path, postgres_url):  # noqa: F811
+def test_two_workers_share_a_postgresql_study(tmp_path, postgres_url):
     _two_workers_then_resume(tmp_path, postgres_url)

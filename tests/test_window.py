@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-from conftest import tiny_whisper_config
+from helpers import tiny_whisper_config
 from whisperkd.models.window import encoder_window, parse_window, window_for
 
 

@@ -7,298 +7,200 @@ Every key has a type and a default (the dataclasses below are the schema; docs/d
 overrides (values parsed as YAML scalars), checks every key and type, and returns a :class:`Config`.
 A mistake is one :class:`UserError` line naming the key, e.g.
 ``config optim.lrr: unknown key; valid keys: lr, weight_decay, ...``.
+
+The YAML is read by ruamel.yaml (:mod:`whisperkd.config_yaml`: YAML 1.2, JSON's types only, no key twice).
+The sections are pydantic dataclasses (:mod:`whisperkd.config_schema`): :func:`validate` checks keys and
+types (strict: no ``"1"`` -> 1; an integer is a number; no inf/nan) and turns pydantic's first error into
+that one line; :func:`_check` then checks the values across keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Literal
 
-import yaml
+from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic.dataclasses import dataclass
 
+from whisperkd.config_schema import SCHEMA, Section, validate
+from whisperkd.config_yaml import parse_value, read_yaml_file
 from whisperkd.errors import UserError
+from whisperkd.models.fetch import BROKEN_MODELS, OFFLINE_MODELS
+from whisperkd.models.lora import LoraSettings
+
+DEFAULT_TOPK = 64  # top-k size when top-k is asked for (cache.logits=topk); docs/cache.md: not within 1% at T=2
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class TeacherConfig:
     """The frozen teacher."""
 
-    model: str = "tiny.en"  # offline name (tiny.en, base), HF Whisper directory, run folder or hub id
+    model: StrictStr = "tiny.en"  # offline name (tiny.en, base), HF Whisper directory, run folder or hub id
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on cuda, float32 on cpu
-    load_in_8bit: bool = False  # bitsandbytes int8 weights; CUDA only
-    memo_size: int = 0  # keep the teacher's outputs for up to N utterances in memory by id (0 = off)
+    load_in_8bit: StrictBool = False  # bitsandbytes int8 weights; CUDA only
+    memo_size: StrictInt = 0  # keep the teacher's outputs for up to N utterances in memory by id (0 = off)
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class StudentConfig:
     """The student: layers kept from the teacher (or another checkpoint) and which parts train."""
 
-    init: str = "teacher"  # "teacher" (prune the teacher) or a model with the teacher's tokenizer
-    decoder_layers: int | list[int] | None = None  # count (maximally spaced) or teacher layer indices
-    encoder_layers: int | list[int] | None = None  # null: keep the whole encoder
-    train_encoder: bool = False  # full fine-tuning choices (used when lora.enabled is false)
-    train_decoder: bool = True
-    train_embeddings: bool = False
-    gradient_checkpointing: bool = False
+    init: StrictStr = "teacher"  # "teacher" (prune the teacher) or a model with the teacher's tokenizer
+    decoder_layers: StrictInt | list[StrictInt] | None = None  # count (maximally spaced) or teacher layer indices
+    encoder_layers: StrictInt | list[StrictInt] | None = None  # null: keep the whole encoder
+    train_encoder: StrictBool = False  # full fine-tuning choices (used when lora.enabled is false)
+    train_decoder: StrictBool = True
+    train_embeddings: StrictBool = False
+    gradient_checkpointing: StrictBool = False
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class LoraConfig:
     """LoRA on the student (PEFT); when enabled only the LoRA matrices (and the projector) train."""
 
-    enabled: bool = False
-    presets: list[str] = field(default_factory=lambda: ["decoder-self-qv"])
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
+    enabled: StrictBool = False
+    presets: list[StrictStr] = field(default_factory=lambda: ["decoder-self-qv"])
+    rank: StrictInt = 8
+    alpha: StrictFloat = 16.0
+    dropout: StrictFloat = 0.05
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class TaidConfig:
     """TAID settings (used when loss.kind is taid); see docs/losses.md."""
 
-    t_start: float = 0.4
-    t_end: float = 1.0
-    alpha: float = 5e-4
-    beta: float = 0.99
+    t_start: StrictFloat = 0.4
+    t_end: StrictFloat = 1.0
+    alpha: StrictFloat = 5e-4
+    beta: StrictFloat = 0.99
     mode: Literal["adaptive", "linear"] = "adaptive"
     divergence: Literal["forward", "reverse"] = "forward"
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class LossConfig:
     """loss = ce_weight * CE + w(step) * KD + align_weight * alignment; KD is KL at temperature T or TAID."""
 
     kind: Literal["kl", "taid"] = "kl"
-    ce_weight: float = 1.0
-    kl_weight: float = 0.8  # weight of the KD term (KL or TAID); 0 = CE only (sequence-level KD)
-    kl_warmup_steps: int = 0  # w(step) rises linearly from 0 to kl_weight over these steps
-    temperature: float = 2.0  # KL temperature (TAID uses none)
-    align_weight: float = 0.0  # hidden-state alignment of decoder layers; 0 = off
+    ce_weight: StrictFloat = 1.0
+    kl_weight: StrictFloat = 0.8  # weight of the KD term (KL or TAID); 0 = CE only (sequence-level KD)
+    kl_warmup_steps: StrictInt = 0  # w(step) rises linearly from 0 to kl_weight over these steps
+    temperature: StrictFloat = 2.0  # KL temperature (TAID uses none)
+    align_weight: StrictFloat = 0.0  # hidden-state alignment of decoder layers; 0 = off
     align_kind: Literal["geodesic", "cosine", "mse"] = "geodesic"
-    align_layers: list[int] | None = None  # student decoder layers to align (null = all)
-    taid: TaidConfig = field(default_factory=TaidConfig)
+    align_layers: list[StrictInt] | None = None  # student decoder layers to align (null = all)
+    taid: Section[TaidConfig] = field(default_factory=TaidConfig)
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class OptimConfig:
     """AdamW with a linear warm-up then cosine decay to 0 at train.max_steps."""
 
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    warmup_steps: int = 100
-    grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
+    lr: StrictFloat = 1e-4
+    weight_decay: StrictFloat = 0.01
+    betas: list[StrictFloat] = field(default_factory=lambda: [0.9, 0.999])
+    eps: StrictFloat = 1e-8
+    warmup_steps: StrictInt = 100
+    grad_clip: StrictFloat = 1.0  # max gradient norm; 0 = no clipping
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class TrainConfig:
     """The loop: optimizer steps, batch, accumulation, precision."""
 
-    max_steps: int = 1000
-    batch_size: int = 8
-    grad_accum_steps: int = 1
+    max_steps: StrictInt = 1000
+    batch_size: StrictInt = 8
+    grad_accum_steps: StrictInt = 1
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on cuda; cpu is always fp32
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
-    log_every: int = 10
-    max_consecutive_nonfinite: int = 5  # stop after this many non-finite losses in a row
-    progress: bool = True
+    seed: StrictInt = 0
+    log_every: StrictInt = 10
+    max_consecutive_nonfinite: StrictInt = 5  # stop after this many non-finite losses in a row
+    progress: StrictBool = True
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class DataConfig:
     """Training and dev data: a manifest (.jsonl/.csv), LibriSpeech tree or HF save_to_disk folder."""
 
-    train: str | None = None
-    dev: str | None = None  # null: hold out dev_fraction of the training speakers
-    dev_fraction: float = 0.1
-    split_seed: int = 0
-    min_seconds: float = 0.5
-    max_seconds: float = 30.0
-    max_label_tokens: int = 448
-    length_grouped: bool = False
-    num_workers: int = 0
-    memo_size: int = 0  # keep up to N decoded training examples (log-mel + tokens, ~1 MB each) in memory
+    train: StrictStr | None = None
+    dev: StrictStr | None = None  # null: hold out dev_fraction of the training speakers
+    dev_fraction: StrictFloat = 0.1
+    split_seed: StrictInt = 0
+    min_seconds: StrictFloat = 0.5
+    max_seconds: StrictFloat = 30.0
+    max_label_tokens: StrictInt = 448
+    length_grouped: StrictBool = False
+    num_workers: StrictInt = 0
+    memo_size: StrictInt = 0  # keep up to N decoded training examples (log-mel + tokens, ~1 MB each) in memory
     labels: Literal["text", "original", "both"] = "text"  # with a `whisperkd label` manifest: pseudo-labels
     # (text), the ground truth kept in text_original (original), or both as two examples (both)
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class EvalConfig:
     """Periodic dev loss and greedy dev WER on a fixed dev subset; keep the best student by WER."""
 
-    every: int = 200  # optimizer steps between evaluations (0: only at the end)
-    at_start: bool = True  # evaluate the untrained student at step 0
-    max_utterances: int = 64
-    batch_size: int = 8
-    wer: bool = True
-    keep_best: bool = True  # final = best dev WER (dev loss when wer is false); false: final = last
+    every: StrictInt = 200  # optimizer steps between evaluations (0: only at the end)
+    at_start: StrictBool = True  # evaluate the untrained student at step 0
+    max_utterances: StrictInt = 64
+    batch_size: StrictInt = 8
+    wer: StrictBool = True
+    keep_best: StrictBool = True  # final = best dev WER (dev loss when wer is false); false: final = last
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class OutputConfig:
     """The run folder and its checkpoints."""
 
-    dir: str = "runs/distill"
-    overwrite: bool = False
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    tensorboard: bool = True
+    dir: StrictStr = "runs/distill"
+    overwrite: StrictBool = False
+    checkpoint_every: StrictInt = 500
+    keep_checkpoints: StrictInt = 2
+    tensorboard: StrictBool = True
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class CacheConfig:
-    """The offline teacher cache (docs/cache.md); checked by whisperkd.distill.cache.cache_config."""
+    """The offline teacher cache (docs/cache.md)."""
 
-    enabled: bool = False  # train from the offline cache (built or checked at the start of distill)
-    dir: str | None = None  # null: <output.dir>/teacher_cache; point several runs (tuning) at one folder
+    enabled: StrictBool = False  # train from the offline cache (built or checked at the start of distill)
+    dir: StrictStr | None = None  # null: <output.dir>/teacher_cache; point several runs (tuning) at one folder
     logits: Literal["full", "topk"] = "full"  # full: exact logits from stored final states; topk: top-k + tail
-    topk: int | None = None  # top-k log-probs per position (null: 64 with logits=topk, else none)
+    topk: StrictInt | None = None  # top-k log-probs per position (null: 64 with logits=topk, else none)
     hidden_layers: Literal["all", "needed"] = "all"  # decoder hidden states stored for alignment
     on_stale: Literal["rebuild", "refuse"] = "rebuild"  # inputs changed since the cache was built
-    shard_size: int = 64  # utterances per shard (the unit of resuming)
-    batch_size: int = 8  # teacher batch while building
+    shard_size: StrictInt = 64  # utterances per shard (the unit of resuming)
+    batch_size: StrictInt = 8  # teacher batch while building
     audio_identity: Literal["stat", "content"] = "stat"  # stat: name, size, mtime; content: sha256
 
+    @property
+    def k(self) -> int:
+        """Top-k entries to store."""
+        if self.topk is not None:
+            return self.topk
+        return DEFAULT_TOPK if self.logits == "topk" else 0
 
-@dataclass
+
+@dataclass(config=SCHEMA)
 class Config:
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    student: StudentConfig = field(default_factory=StudentConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
+    teacher: Section[TeacherConfig] = field(default_factory=TeacherConfig)
+    student: Section[StudentConfig] = field(default_factory=StudentConfig)
+    lora: Section[LoraConfig] = field(default_factory=LoraConfig)
+    loss: Section[LossConfig] = field(default_factory=LossConfig)
+    optim: Section[OptimConfig] = field(default_factory=OptimConfig)
+    train: Section[TrainConfig] = field(default_factory=TrainConfig)
+    data: Section[DataConfig] = field(default_factory=DataConfig)
+    eval: Section[EvalConfig] = field(default_factory=EvalConfig)
+    output: Section[OutputConfig] = field(default_factory=OutputConfig)
+    cache: Section[CacheConfig] = field(default_factory=CacheConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-# ---------------------------------------------------------------- YAML with YAML 1.2 floats (1e-4 is a number)
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.2 scalars: PyYAML follows YAML 1.1, where ``1e-4`` (no dot) is a string and ``no``/``on`` are
-    booleans (``train.mixed_precision: no`` would be False). Here only true/false are booleans."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                  |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value as a YAML scalar or flow list: ``1e-4`` -> 1e-4, ``[0,3]`` -> [0, 3], ``null``."""
-    try:
-        return yaml.load(text, Loader=_Loader) if text.strip() else None
-    except yaml.YAMLError:
-        return text
-
-
-# ---------------------------------------------------------------- typed conversion
-
-def _describe(hint) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is Literal:
-        return "one of " + ", ".join(str(a) for a in args)
-    if origin is list:
-        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def _show(value) -> str:
-    return f"{value!r} ({type(value).__name__})" if value is not None else "null"
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def _convert(value, hint, key: str):
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    if origin in (Union, types.UnionType):
-        for arg in args:
-            try:
-                return _convert(value, arg, key)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if origin is Literal:
-        if value in args and isinstance(value, str):
-            return value
-        raise UserError(f"config {key}: got {_show(value)}; valid values: {', '.join(map(str, args))}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise _Mismatch
-        return [_convert(item, args[0], key) for item in value]
-    if hint is type(None):
-        if value is None:
-            return None
-        raise _Mismatch
-    if hint is bool and isinstance(value, bool):
-        return value
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is str and isinstance(value, str):
-        return value
-    raise _Mismatch
-
-
-def _build(cls, raw, prefix: str):
-    where = f"config {prefix}" if prefix else "config"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{where}: expected a mapping of keys, got {_show(raw)}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in names:
-            what = "section" if not prefix else "key"
-            valid = "sections" if not prefix else "keys"
-            full = f"{prefix}.{key}" if prefix else str(key)
-            raise UserError(f"config {full}: unknown {what}; valid {valid}: {', '.join(names)}")
-    values = {}
-    for name in names:
-        if name not in raw:
-            continue
-        full = f"{prefix}.{name}" if prefix else name
-        try:
-            values[name] = _convert(raw[name], hints[name], full)
-        except _Mismatch:
-            raise UserError(f"config {full}: expected {_describe(hints[name])}, got {_show(raw[name])}") from None
-    return cls(**values)
 
 
 # ---------------------------------------------------------------- checks across keys
@@ -308,8 +210,8 @@ def _check(cfg: Config) -> Config:
         if not ok:
             raise UserError(f"config {key}: {message}")
 
-    t, s, lo, ls, o, tr, d, e, out = (cfg.teacher, cfg.student, cfg.lora, cfg.loss, cfg.optim, cfg.train,
-                                      cfg.data, cfg.eval, cfg.output)
+    t, s, lo, ls, o, tr, d, e, out, c = (cfg.teacher, cfg.student, cfg.lora, cfg.loss, cfg.optim, cfg.train,
+                                         cfg.data, cfg.eval, cfg.output, cfg.cache)
     need(bool(t.model.strip()), "teacher.model", "empty; give tiny.en, base, a Whisper directory or a hub id")
     need(t.memo_size >= 0, "teacher.memo_size", "must be 0 (off) or a positive count")
     if s.init == "teacher":
@@ -322,8 +224,6 @@ def _check(cfg: Config) -> Config:
         need(s.train_encoder or s.train_decoder or s.train_embeddings, "student.train_decoder",
              "nothing trains: enable lora or set one of student.train_encoder/train_decoder/train_embeddings")
     else:
-        from whisperkd.models.lora import LoraSettings
-
         LoraSettings(presets=lo.presets, rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout)
     for key in ("ce_weight", "kl_weight", "align_weight"):
         need(getattr(ls, key) >= 0, f"loss.{key}", "must be 0 or positive")
@@ -353,6 +253,11 @@ def _check(cfg: Config) -> Config:
     need(bool(out.dir.strip()), "output.dir", "empty; give a run folder such as runs/tiny")
     need(out.checkpoint_every >= 1, "output.checkpoint_every", "must be at least 1")
     need(out.keep_checkpoints >= 1, "output.keep_checkpoints", "must be at least 1")
+    need(c.topk is None or c.topk >= 0, "cache.topk", "must be null, 0 or positive")
+    need(c.logits != "topk" or c.topk != 0, "cache.topk", "0 stores no top-k, but cache.logits is topk; give k "
+         "(e.g. 64)")
+    need(c.shard_size >= 1, "cache.shard_size", "must be at least 1")
+    need(c.batch_size >= 1, "cache.batch_size", "must be at least 1")
     return cfg
 
 
@@ -373,7 +278,10 @@ def apply_override(raw: dict, assignment: str) -> None:
         if not isinstance(child, dict):
             raise UserError(f"config {'.'.join(parts[:depth + 1])}: is a value, not a section; cannot set {key}")
         node = child
-    node[parts[-1]] = parse_value(text)
+    try:
+        node[parts[-1]] = parse_value(text)
+    except UserError as err:
+        raise UserError(f"config {key}: {err}") from None
 
 
 # Keys renamed since they were first used: old dotted key -> new one (the value moves over).
@@ -395,21 +303,15 @@ def config_from_dict(raw: dict, overrides: list[str] | tuple[str, ...] = ()) -> 
     for assignment in overrides:
         apply_override(raw, assignment)
     _move_renamed(raw)
-    return _check(_build(Config, raw, ""))
+    return _check(validate(Config, raw))
 
 
 def read_config_file(path: str | Path) -> dict:
-    """The raw mapping of a YAML (or JSON) config file."""
+    """The raw mapping of a YAML (or JSON) config file (read by :func:`whisperkd.config_yaml.read_yaml_file`)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise UserError(f"{where}: {problem}") from None
+    raw = read_yaml_file(path)
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -423,8 +325,6 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
 
 def _absolute_if_exists(value: str | None, base: Path) -> str | None:
-    from whisperkd.models.fetch import BROKEN_MODELS, OFFLINE_MODELS
-
     if value is None or value in OFFLINE_MODELS or value in BROKEN_MODELS:  # names, as load_model reads them
         return value
     path = (base / Path(value).expanduser())

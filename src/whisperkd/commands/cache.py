@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from whisperkd.commands._items import config_and_overrides
+from whisperkd.errors import UserError
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "cache", help="run the frozen teacher once over the training and dev data and store its outputs",
+        "cache", intermixed=True,
+        help="run the frozen teacher once over the training and dev data and store its outputs",
         description="Build (or finish, or check) the teacher cache of a distillation config: the teacher decoder's "
                     "final states (full logits, exact), its hidden states, the frozen-encoder outputs and, with "
                     "cache.topk, top-k log-probabilities at the training temperature; memory-mapped shards under "
                     "cache.dir (default OUTPUT_DIR/teacher_cache). Resumable; a cache built from other inputs is "
-                    "rebuilt or refused (cache.on_stale). See docs/cache.md.")
-    _options(p)
-    # REMAINDER: options may also come after the config and the overrides (parsed again in run()).
-    p.add_argument("items", nargs=argparse.REMAINDER, metavar="CONFIG [KEY=VALUE ...]",
-                   help="the distillation config (YAML), then overrides such as cache.dir=/data/cache")
-    p.set_defaults(func=run, on_stale=None)
-
-
-def _options(p) -> None:
+                    "rebuilt or refused (cache.on_stale). See docs/cache.md. Options may come anywhere among "
+                    "the config and the overrides.")
     stale = p.add_mutually_exclusive_group()
     stale.add_argument("--rebuild", dest="on_stale", action="store_const", const="rebuild",
                        help="rebuild a cache whose inputs changed (overrides cache.on_stale)")
@@ -32,12 +25,16 @@ def _options(p) -> None:
     p.add_argument("--check", action="store_true", help="only say whether the cache is complete and up to date "
                                                         "(exit 0 if so, 1 if not); computes nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="the distillation config (YAML)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides such as cache.dir=/data/cache")
+    p.set_defaults(func=run, on_stale=None)
 
 
 def _parse_items(args) -> tuple[str, list[str]]:
-    """Options anywhere among CONFIG and KEY=VALUE items; returns (config path, overrides)."""
-    return config_and_overrides(args, "whisperkd cache", _options,
-                                "give the distillation config first: whisperkd cache CONFIG [KEY=VALUE ...]")
+    """(config path, overrides); UserError when no config comes first."""
+    if args.config is None or "=" in args.config:
+        raise UserError("give the distillation config first: whisperkd cache CONFIG [KEY=VALUE ...]")
+    return args.config, list(args.overrides)
 
 
 def run(args) -> int:
@@ -55,8 +52,8 @@ def run(args) -> int:
     splits = {"train": train, "dev": dev} if dev else {"train": train}
     cache_dir = cache_mod.cache_dir_of(cfg)
     if args.check:
-        changes = cache_mod.check_cache(cache_dir, built.teacher, built.processor, splits,
-                                        cache_mod.settings_from_config(cfg, built))
+        changes = cache_mod.check_cache(cache_dir, built.teacher, built.processor, splits, cfg.cache,
+                                        cache_mod.cache_plan(cfg, built))
         if changes:
             print(f"{cache_dir}: not up to date: " + "; ".join(changes))
             return 1

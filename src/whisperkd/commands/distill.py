@@ -10,36 +10,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from whisperkd.commands._items import reparse_items
 from whisperkd.errors import UserError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("distill", help="distil a Whisper teacher into a smaller student",
+    p = sub.add_parser("distill", intermixed=True, help="distil a Whisper teacher into a smaller student",
                        description="Train a student from a frozen teacher as the YAML config says; dotted "
-                                   "key=value overrides (e.g. optim.lr=1e-4) follow the config file.",
+                                   "key=value overrides (e.g. optim.lr=1e-4) follow the config file. Options may "
+                                   "come anywhere among them.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _options(p)
-    # REMAINDER: options may also come after the config and the overrides (parsed again in run()).
-    p.add_argument("items", nargs=argparse.REMAINDER, metavar="CONFIG [KEY=VALUE ...]",
-                   help="the YAML config, then overrides such as optim.lr=1e-4 student.decoder_layers=[0,3]")
-    p.set_defaults(func=run)
-
-
-def _options(p) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="size teacher and student on the meta device (no weights, no download) and exit")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint (config from training_config.json)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="the YAML config")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides such as optim.lr=1e-4 student.decoder_layers=[0,3]")
+    p.set_defaults(func=run)
 
 
 def _parse_items(args) -> tuple[str | None, list[str]]:
-    """Options anywhere among CONFIG and KEY=VALUE items; returns (config path, overrides)."""
-    items = reparse_items(args, "whisperkd distill", _options)
-    if items and "=" not in items[0]:
-        return items[0], items[1:]
-    return None, items
+    """(config path, overrides); a first item with ``=`` is an override (no config given)."""
+    if args.config is not None and "=" in args.config:
+        return None, [args.config, *args.overrides]
+    return args.config, list(args.overrides)
 
 
 def run(args) -> int:
@@ -65,7 +60,7 @@ def run(args) -> int:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     if args.dry_run:
-        from whisperkd.distill.build import dry_run_report
+        from whisperkd.distill.dry_run import dry_run_report
 
         print(f"dry run of {config_path}{' ' + ' '.join(overrides) if overrides else ''} "
               "(meta device: no weights loaded, nothing downloaded)")

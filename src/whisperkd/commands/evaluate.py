@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from whisperkd.errors import UserError
+from whisperkd.models.run_folder import run_folder
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -37,8 +38,6 @@ def register(sub) -> None:
 
 
 def default_out(models: list[str]) -> Path:
-    from whisperkd.evaluate.engines import run_folder
-
     for spec in models:
         run = run_folder(spec)
         if run is not None:
@@ -51,11 +50,10 @@ def run(args) -> int:
 
     from whisperkd.evaluate.runner import evaluate_models
     from whisperkd.evaluate.tables import metrics_markdown
+    from whisperkd.models.window import window_option
 
     if args.batch_size < 1 or args.repeats < 1 or (args.limit is not None and args.limit < 1):
         raise UserError("--batch-size, --repeats and --limit must be at least 1")
-    from whisperkd.models.window import window_option
-
     window = window_option(args.encoder_window)
     out = args.out or default_out(args.models)
     dtype = getattr(torch, args.dtype) if args.dtype else None

@@ -1,7 +1,12 @@
-"""``whisperkd report RUN``: RUN/report/report.md with training curves, evaluation plots and geometry."""
+"""``whisperkd report RUN``: RUN/report/report.md with training curves, evaluation plots and geometry.
+
+What needs the training code lives here, not in whisperkd.evaluate: the run's dev split (the speakers held
+out of ``data.train``) and, for ``--before init``, the untrained student rebuilt from training_config.json.
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 
@@ -23,11 +28,34 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def run_dev_utterances(run: Path) -> list:
+    """The dev utterances of a run, as distillation chose them (``data.dev``, or the held-out speakers)."""
+    from whisperkd.distill.build import read_splits
+    from whisperkd.distill.runfolder import load_run_config
+
+    return read_splits(load_run_config(run))[1]
+
+
+def untrained_student(run: Path, teacher, teacher_processor) -> tuple:
+    """The student exactly as distillation builds it before the first step (pruned teacher or
+    ``student.init``, LoRA with zero updates, fresh projector): ``(whisper, projector)``."""
+    import torch
+
+    from whisperkd.distill.build import build_models
+    from whisperkd.distill.runfolder import load_run_config
+
+    cfg = load_run_config(run)
+    torch.manual_seed(int(getattr(cfg.train, "seed", 0) or 0))
+    built = build_models(cfg, teacher=teacher, processor=teacher_processor)
+    return built.model.whisper.eval(), built.model.projector.eval()
+
+
 def run(args) -> int:
     from whisperkd.evaluate.report import write_report
 
     path = write_report(args.run, metrics_files=args.metrics, teacher=args.teacher, before=args.before,
                         data=args.data, geometry=args.geometry, geometry_utterances=args.geometry_utterances,
-                        device=args.device)
+                        device=args.device, dev_split=partial(run_dev_utterances, args.run),
+                        init_student=partial(untrained_student, args.run))
     print(f"wrote {path}")
     return 0

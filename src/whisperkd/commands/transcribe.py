@@ -23,9 +23,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from whisperkd.data.audio import AudioSkip, DurationFilter, load_audio
-    from whisperkd.models.loading import load_model, load_processor
+    from whisperkd.evaluate.loops import cut_repetition_loop
     from whisperkd.models.decode import transcribe_arrays
-
+    from whisperkd.models.loading import load_model, load_processor
     from whisperkd.models.window import window_option
 
     if args.batch_size < 1:
@@ -41,8 +41,6 @@ def run(args) -> int:
     start = time.perf_counter()
     texts = transcribe_arrays(model, processor, audios, batch_size=args.batch_size, window=window)
     if args.loop_guard:
-        from whisperkd.evaluate.loops import cut_repetition_loop
-
         texts = [cut_repetition_loop(t) for t in texts]
     seconds = time.perf_counter() - start
     for path, audio, text in zip(args.audio, audios, texts):

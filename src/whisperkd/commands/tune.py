@@ -7,27 +7,18 @@
 
 from __future__ import annotations
 
-import argparse
-
-from whisperkd.commands._items import config_and_overrides
 from whisperkd.errors import UserError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("tune", help="search distillation hyperparameters with Optuna over one teacher cache",
+    p = sub.add_parser("tune", intermixed=True,
+                       help="search distillation hyperparameters with Optuna over one teacher cache",
                        description="Run an Optuna study (TPE, median pruning on the dev metric) of distillation "
                                    "runs: the base config plus one dotted override per parameter of its tune.space. "
                                    "Several workers (machines) share a study by running the same command with the "
                                    "same --storage; the study stops at N finished trials in all and resumes when "
-                                   "started again. See docs/tuning.md.")
-    _options(p)
-    p.add_argument("items", nargs=argparse.REMAINDER, metavar="CONFIG [KEY=VALUE ...]",
-                   help="the YAML config (with an optional tune: section), then overrides such as "
-                        "train.max_steps=200 or tune.objective=dev_ce")
-    p.set_defaults(func=run)
-
-
-def _options(p) -> None:
+                                   "started again. See docs/tuning.md. Options may come anywhere among the "
+                                   "config and the overrides.")
     p.add_argument("--trials", type=int, metavar="N",
                    help="finished trials (complete, pruned or failed) the study should hold, counted over every "
                         "worker and earlier session (default: tune.trials)")
@@ -36,12 +27,17 @@ def _options(p) -> None:
                         "(default: sqlite:///STUDY_DIR/study.db)")
     p.add_argument("--study", metavar="NAME", help="study name (default: the study folder's name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while the teacher cache is built")
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="the YAML config (with an optional tune: section)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides such as train.max_steps=200 or tune.objective=dev_ce")
+    p.set_defaults(func=run)
 
 
 def _parse_items(args) -> tuple[str, list[str]]:
-    """Options anywhere among CONFIG and KEY=VALUE items (as in ``whisperkd distill``)."""
-    return config_and_overrides(args, "whisperkd tune", _options, "give a config file first (e.g. "
-                                "configs/tiny-en-2layer.yaml), then KEY=VALUE overrides")
+    """(config path, overrides); UserError when no config comes first."""
+    if args.config is None or "=" in args.config:
+        raise UserError("give a config file first (e.g. configs/tiny-en-2layer.yaml), then KEY=VALUE overrides")
+    return args.config, list(args.overrides)
 
 
 def run(args) -> int:

@@ -19,12 +19,10 @@ SILENCE_PEAK = 1e-4  # about -80 dBFS: below this the clip is treated as silent
 # is reported as "truncated" (cut short or otherwise corrupt); anything else unreadable is "not_audio".
 _MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM", b".snd", b"ID3", b"\xff\xfb", b"\xff\xf3")
 
-REASONS = ("missing", "not_a_file", "empty", "not_audio", "truncated", "non_finite", "silent",
-           "too_short", "too_long", "too_many_tokens")
-
 
 class AudioSkip(Exception):
-    """An input that cannot be used; ``reason`` is a short fixed code, ``detail`` says more."""
+    """An input that cannot be used; ``reason`` is a short fixed code (missing, not_a_file, empty, not_audio,
+    truncated, non_finite, silent, too_short, too_long; the collator adds too_many_tokens), ``detail`` says more."""
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)

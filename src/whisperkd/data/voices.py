@@ -30,7 +30,6 @@ ESPEAK_VARIANTS = (
     "robosoft4", "robosoft5", "robosoft6", "robosoft7", "robosoft8", "sandro", "shelby", "steph", "steph2",
     "steph3", "travis", "victor", "whisper", "whisperf", "zac",
 )
-ESPEAK_EXCLUDED = ("RicishayMax", "RicishayMax2", "RicishayMax3", "AnxiousAndy", "kaukovalta", "Mr serious")
 ESPEAK_SPEEDS = tuple(range(140, 186, 5))  # words per minute (espeak-ng default 175)
 ESPEAK_PITCHES = tuple(range(30, 71, 5))  # 0-99 (default 50)
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")  # not "kal": it is 8 kHz

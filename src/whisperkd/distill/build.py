@@ -1,7 +1,7 @@
-"""Everything a distillation run needs, built from the config: teacher, student (+ LoRA), projector, data.
+"""Everything a distillation run needs, built from the config: teacher, student (+ LoRA), projector, splits.
 
-Also the dry run (``whisperkd distill CONFIG --dry-run``): the same choices sized on the meta device from the
-config alone, with no weights and no download.
+The dry run (sizing from the config alone) is :mod:`whisperkd.distill.dry_run`; the batches are
+:mod:`whisperkd.data.batches`.
 """
 
 from __future__ import annotations
@@ -12,23 +12,21 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-from transformers import WhisperConfig, WhisperForConditionalGeneration
+from transformers import BitsAndBytesConfig, WhisperForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from whisperkd.config import Config
-from whisperkd.data.audio import DurationFilter
-from whisperkd.data.collate import WhisperCollator
-from whisperkd.data.loader import SpeechDataset, utterance_lengths
-from whisperkd.data.sampler import SeededBatchSampler
-from whisperkd.data.skiplog import SkipLog
+from whisperkd.data.pseudo_label import read_labelled
 from whisperkd.data.sources import open_source
 from whisperkd.data.splits import split_by_speaker
-from whisperkd.distill.teacher import OnlineTeacher, TeacherNeeds
+from whisperkd.distill.teacher import OnlineTeacher
+from whisperkd.distill.teacher_batch import TeacherNeeds
 from whisperkd.errors import UserError
+from whisperkd.models.loading import load_model, load_processor, resolve
 from whisperkd.models.lora import LoraSettings, apply_lora
 from whisperkd.models.projector import Projector
 from whisperkd.models.student import build_student_from_teacher, kept_layers, set_trainable
+from whisperkd.models.vocabulary import check_same_vocabulary
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -116,8 +114,6 @@ class Built:
 
 def load_teacher(cfg: Config) -> WhisperForConditionalGeneration:
     """The frozen teacher in eval mode on ``teacher.device`` (int8 through bitsandbytes when asked, CUDA only)."""
-    from whisperkd.models.loading import load_model, resolve
-
     device = resolve_device(cfg.teacher.device, "teacher.device")
     if cfg.teacher.load_in_8bit:
         if device.type != "cuda":
@@ -128,8 +124,6 @@ def load_teacher(cfg: Config) -> WhisperForConditionalGeneration:
         except ImportError:
             raise UserError("config teacher.load_in_8bit: bitsandbytes is not installed; "
                             "pip install 'whisperkd[cuda8bit]' or set teacher.load_in_8bit=false") from None
-        from transformers import BitsAndBytesConfig
-
         teacher = WhisperForConditionalGeneration.from_pretrained(
             resolve(cfg.teacher.model), quantization_config=BitsAndBytesConfig(load_in_8bit=True),
             dtype=torch.float16, device_map={"": device.index or 0})
@@ -140,9 +134,6 @@ def load_teacher(cfg: Config) -> WhisperForConditionalGeneration:
 
 
 def _student_base(cfg: Config, teacher, processor) -> WhisperForConditionalGeneration:
-    from whisperkd.models.loading import load_model, load_processor
-    from whisperkd.models.vocabulary import check_same_vocabulary
-
     s = cfg.student
     if s.init != "teacher":
         check_same_vocabulary(processor, load_processor(s.init), "teacher", f"student.init {s.init}")
@@ -168,8 +159,6 @@ def _align_pairs(cfg: Config, student: WhisperForConditionalGeneration) -> list[
 
 def build_models(cfg: Config, teacher=None, processor=None) -> Built:
     """Teacher (frozen), student with its trainable parts or LoRA, projector; seeded by the caller."""
-    from whisperkd.models.loading import load_processor
-
     processor = processor if processor is not None else load_processor(cfg.teacher.model)
     teacher = teacher if teacher is not None else load_teacher(cfg)
     student = _student_base(cfg, teacher, processor)
@@ -198,20 +187,6 @@ def build_models(cfg: Config, teacher=None, processor=None) -> Built:
 
 # ---------------------------------------------------------------- data
 
-class OnceSkipLog(SkipLog):
-    """A SkipLog that records each (source, id) once per process, not once per epoch."""
-
-    def __init__(self, run_dir):
-        super().__init__(run_dir)
-        self._seen = {(r["source"], r["id"]) for r in self.records()}
-
-    def add(self, source, id, path, reason, detail=""):
-        if (str(source), str(id)) in self._seen:
-            return
-        self._seen.add((str(source), str(id)))
-        super().add(source, id, path, reason, detail)
-
-
 def read_splits(cfg: Config) -> tuple[list, list]:
     """Training utterances and the fixed dev subset (``eval.max_utterances``, seeded choice)."""
     d = cfg.data
@@ -223,8 +198,6 @@ def read_splits(cfg: Config) -> tuple[list, list]:
         if source.kind != "manifest":
             raise UserError(f"config data.labels: {d.labels} needs a JSONL manifest written by `whisperkd label`; "
                             f"{d.train} is a {source.kind}")
-        from whisperkd.data.pseudo_label import read_labelled
-
         manifest = source.path / "manifest.jsonl" if Path(source.path).is_dir() else source.path
         train = read_labelled(manifest, d.labels)
     else:
@@ -241,142 +214,3 @@ def read_splits(cfg: Config) -> tuple[list, list]:
     if len(dev) > cfg.eval.max_utterances:
         dev = random.Random(d.split_seed).sample(dev, cfg.eval.max_utterances)
     return train, dev
-
-
-class MemoDataset(torch.utils.data.Dataset):
-    """A dataset that keeps up to ``size`` decoded examples in memory (single process: num_workers=0)."""
-
-    def __init__(self, dataset, size: int):
-        self.dataset, self.size, self.memo = dataset, size, {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        if index in self.memo:
-            return self.memo[index]
-        example = self.dataset[index]
-        if len(self.memo) < self.size:
-            self.memo[index] = example
-        return example
-
-
-class TrainBatches:
-    """Training batches in a seeded order per epoch that resume at a position ``{"epoch", "batch"}``.
-
-    ``batch`` counts the batches of the epoch already consumed (a batch whose every utterance was skipped
-    counts too), so a resumed run skips exactly the batches already seen, without loading them.
-    With several processes each takes every ``world``-th batch (the epoch is cut to a multiple of ``world``).
-    """
-
-    def __init__(self, cfg: Config, utterances, processor, skiplog: SkipLog, world: int = 1, rank: int = 0):
-        d = cfg.data
-        self.dataset = SpeechDataset(utterances, processor, skiplog, DurationFilter(d.min_seconds, d.max_seconds),
-                                     source="train", max_label_tokens=d.max_label_tokens)
-        if d.memo_size:
-            self.dataset = MemoDataset(self.dataset, d.memo_size)
-        self.sampler = SeededBatchSampler(utterance_lengths(utterances), cfg.train.batch_size, cfg.train.seed,
-                                          shuffle=True, length_grouped=d.length_grouped)
-        self.collate = WhisperCollator(processor.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
-        self.num_workers, self.world, self.rank = d.num_workers, world, rank
-
-    def epoch(self, epoch: int) -> list[list[int]]:
-        self.sampler.set_epoch(epoch)
-        batches = self.sampler.batches()
-        batches = batches[: len(batches) - len(batches) % self.world]
-        if not batches:
-            raise UserError(f"data.train: {len(self.dataset)} utterances make no batch for {self.world} process(es)")
-        return batches[self.rank:: self.world]
-
-    def iterate(self, position: dict):
-        """Yield batches forever from ``position``, advancing it as each batch is consumed."""
-        while True:
-            start = position["batch"]
-            loader = DataLoader(self.dataset, batch_sampler=self.epoch(position["epoch"])[start:],
-                                collate_fn=self.collate, num_workers=self.num_workers, generator=torch.Generator())
-            usable = 0
-            for batch in loader:
-                position["batch"] += 1
-                if batch is None:
-                    continue
-                usable += 1
-                yield batch
-            if usable == 0 and start == 0:
-                raise UserError("data.train: every training utterance was skipped; see skipped.jsonl in the run folder")
-            position["epoch"] += 1
-            position["batch"] = 0
-
-
-def dev_batches(cfg: Config, utterances, processor, skiplog: SkipLog) -> list[dict]:
-    """The dev subset as batches, decoded once and kept in memory."""
-    if not utterances:
-        return []
-    d = cfg.data
-    dataset = SpeechDataset(utterances, processor, skiplog, DurationFilter(d.min_seconds, d.max_seconds),
-                            source="dev", max_label_tokens=d.max_label_tokens)
-    collate = WhisperCollator(processor.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
-    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate,
-                        num_workers=d.num_workers, generator=torch.Generator())
-    return [batch for batch in loader if batch is not None]
-
-
-# ---------------------------------------------------------------- dry run
-
-def config_without_weights(name: str, key: str) -> tuple[WhisperConfig, str]:
-    """A model's WhisperConfig with no weights and no download: a local directory or a published size."""
-    from whisperkd.models.fetch import OFFLINE_MODELS, is_fetched, model_dir
-    from whisperkd.models.meta import PUBLISHED_DIMS, published_config
-
-    if name in OFFLINE_MODELS and is_fetched(name):
-        return WhisperConfig.from_pretrained(model_dir(name)), "fetched"
-    path = Path(name).expanduser()
-    for folder in (path / "student_final", path):
-        if (folder / "config.json").is_file():
-            return WhisperConfig.from_pretrained(folder), str(folder)
-    size = name.removeprefix("openai/whisper-")
-    if size in PUBLISHED_DIMS:
-        return published_config(size), "published dimensions"
-    raise UserError(f"config {key}: {name!r} is neither a local Whisper directory nor a published size "
-                    f"({', '.join(PUBLISHED_DIMS)}, or openai/whisper-<size>); the dry run downloads nothing")
-
-
-def dry_run_report(cfg: Config) -> str:
-    """Parameters (total/trainable), projector shape and a memory estimate, from the config alone."""
-    from whisperkd.models.meta import dry_run
-
-    if cfg.student.init != "teacher":
-        raise UserError("config student.init: the dry run sizes students pruned from the teacher (student.init=teacher)")
-    teacher_config, source = config_without_weights(cfg.teacher.model, "teacher.model")
-    lora = None
-    if cfg.lora.enabled:
-        lo = cfg.lora
-        lora = LoraSettings(presets=lo.presets, rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout)
-    precision = {"no": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "bfloat16"}[cfg.train.mixed_precision]
-    s, align = cfg.student, cfg.loss.align_weight > 0
-    result = dry_run(teacher_config, s.decoder_layers, s.encoder_layers, lora=lora, train_encoder=s.train_encoder,
-                     train_decoder=s.train_decoder, train_embeddings=s.train_embeddings, projector=align,
-                     dtype=precision, batch_size=cfg.train.batch_size, target_len=cfg.data.max_label_tokens)
-    n_enc, n_dec = teacher_config.encoder_layers, teacher_config.decoder_layers
-    encoder_trains = (s.train_encoder and lora is None) or (lora is not None and any(
-        p.startswith("encoder") for p in lora.presets))
-    shared = len(result.encoder_layers_kept) == n_enc and not encoder_trains and not cfg.teacher.load_in_8bit
-    d_s = d_t = teacher_config.d_model
-    gib, m = 1024**3, result.memory
-    how = (f"LoRA rank {lora.rank} on {result.lora_modules} modules ({', '.join(lora.presets)})" if lora else
-           "full fine-tuning of " + ", ".join(p for p, on in (("encoder", s.train_encoder), ("decoder", s.train_decoder),
-                                                               ("embeddings", s.train_embeddings)) if on))
-    pct = 100 * result.student_trainable / result.student_total
-    lines = [
-        f"teacher   {cfg.teacher.model} ({source}): {result.teacher_total:,} parameters, frozen",
-        f"student   decoder layers {result.decoder_layers_kept} of {n_dec}; encoder {len(result.encoder_layers_kept)} "
-        f"of {n_enc} layers, " + ("frozen and shared with the teacher (its output is computed once per batch)"
-                                  if shared else ("trained" if encoder_trains else "frozen")),
-        f"          {how}",
-        f"          {result.student_total:,} parameters, {result.student_trainable:,} trainable ({pct:.2f}%)",
-        f"projector {d_s} -> {d_t}: {d_s * d_t + d_t:,} parameters, "
-        + ("trained (loss.align_weight > 0)" if align else "not trained (loss.align_weight is 0)"),
-        f"memory    ~ {m.total / gib:.2f} GiB at {precision}, batch {cfg.train.batch_size} x "
-        f"{cfg.data.max_label_tokens} tokens = weights {m.weights / gib:.2f} + gradients {m.gradients / gib:.2f} "
-        f"+ AdamW {m.optimizer / gib:.2f} + activations {m.activations / gib:.2f} (rough guide, docs/losses.md)",
-    ]
-    return "\n".join(lines)

@@ -1,14 +1,25 @@
 """Checkpoints of a run: ``checkpoint/step-000100/``, written atomically, the last K kept.
 
-A checkpoint holds everything an exact resume needs:
+accelerate's ``save_state``/``load_state`` write and restore most of a checkpoint:
 
-    trainable.safetensors  the parameters with requires_grad (student parts or LoRA matrices, projector)
-    best.safetensors       the same parameters of the best dev evaluation so far (when there is one)
-    optimizer.pt           AdamW state          scheduler.pt   the warm-up/cosine schedule
-    scaler.pt              fp16 loss scaler (only with fp16)
-    rng.pt                 python, numpy, torch (and CUDA) random states
-    state.json             step, data position (epoch, batch), non-finite counters, TAID state, best so far
-    history.json           training_history.json as it was at this step
+    model.safetensors       the trainable parameters only (student parts or LoRA matrices, projector): a
+                            save-state hook (:func:`save_trainable_only`) drops the frozen ones
+    optimizer.bin           AdamW state            scheduler.bin   the warm-up/cosine schedule
+    scaler.pt               fp16 loss scaler (only with fp16)
+    random_states_0.pkl     python, numpy, torch (and CUDA) random states
+
+whisperkd adds, as JSON and safetensors:
+
+    state.json              step, data position (epoch, batch), non-finite counters, TAID state, best so far
+    history.json            training_history.json as it was at this step
+    best.safetensors        the trainable weights of the best dev evaluation so far (when there is one)
+
+Kept by hand, and why: the TAID and data-position state go to state.json rather than accelerate's
+``register_for_checkpointing``, which reads custom states back with ``torch.load(weights_only=False)`` (a
+pickle that can run code; whisperkd loads only safetensors or ``weights_only=True``). Writing and rotation
+stay here too: accelerate's automatic naming deletes old checkpoints *before* writing the new one and writes
+in place, so a crash mid-save could leave no complete checkpoint; here a checkpoint is written into a
+temporary folder, renamed when complete, and only then are older ones deleted.
 
 Trainable weights are chosen by ``requires_grad``, never by name: filtering names that contain "encoder"
 would also drop the decoder's cross-attention (``encoder_attn``).
@@ -18,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import tempfile
@@ -26,16 +36,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from whisperkd.errors import UserError
 
 CHECKPOINT_DIR = "checkpoint"
-TRAINABLE, BEST = "trainable.safetensors", "best.safetensors"
-OPTIMIZER, SCHEDULER, SCALER, RNG = "optimizer.pt", "scheduler.pt", "scaler.pt", "rng.pt"
+MODEL, BEST = "model.safetensors", "best.safetensors"  # MODEL: accelerate's name (SAFE_WEIGHTS_NAME)
+RNG = "random_states_0.pkl"
 STATE, HISTORY = "state.json", "history.json"
 FORMAT = "whisperkd-trainable-v1"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -85,52 +95,41 @@ def save_trainable(model: nn.Module | dict, path: str | Path, metadata: dict | N
     return Path(path)
 
 
+def check_fits(model: nn.Module, saved: dict[str, tuple[int, ...]], where) -> None:
+    """A UserError naming ``where`` unless ``saved`` (name -> shape) are exactly the trainable parameters."""
+    params = {name: tuple(p.shape) for name, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = sorted(params.keys() - saved.keys()), sorted(saved.keys() - params.keys())
+    if missing or unexpected:
+        detail = "; ".join(f"{what} {len(names)} (e.g. {names[0]})" for what, names in
+                           (("missing", missing), ("unexpected", unexpected)) if names)
+        raise UserError(f"{where}: the saved trainable weights do not fit this model ({detail}); "
+                        "it was saved with another student/LoRA config")
+    for name, shape in params.items():
+        if tuple(saved[name]) != shape:
+            raise UserError(f"{where}: {name} has shape {tuple(saved[name])}, the model {shape}; it was saved with "
+                            "another config")
+
+
 def load_trainable(model: nn.Module, path: str | Path | dict) -> None:
     """Copy saved trainable weights (a file or a dict) into ``model``; the names must match its trainable
     parameters exactly."""
     tensors = path if isinstance(path, dict) else load_file(str(path))
-    path = "trainable weights" if isinstance(path, dict) else path
-    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    missing, unexpected = sorted(params.keys() - tensors.keys()), sorted(tensors.keys() - params.keys())
-    if missing or unexpected:
-        detail = "; ".join(f"{what} {len(names)} (e.g. {names[0]})" for what, names in
-                           (("missing", missing), ("unexpected", unexpected)) if names)
-        raise UserError(f"{path}: the saved trainable weights do not fit this model ({detail}); "
-                        "it was saved with another student/LoRA config")
+    check_fits(model, {name: tuple(t.shape) for name, t in tensors.items()},
+               "trainable weights" if isinstance(path, dict) else path)
     with torch.no_grad():
-        for name, param in params.items():
-            if tensors[name].shape != param.shape:
-                raise UserError(f"{path}: {name} has shape {tuple(tensors[name].shape)}, the model "
-                                f"{tuple(param.shape)}; it was saved with another config")
-            param.copy_(tensors[name].to(param.device, param.dtype))
-
-
-# ---------------------------------------------------------------- random states
-
-def rng_state() -> dict:
-    """Python, numpy, torch (and CUDA) random states in a form ``torch.load(weights_only=True)`` accepts."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                param.copy_(tensors[name].to(param.device, param.dtype))
 
 
 # ---------------------------------------------------------------- checkpoints
+
+def save_trainable_only(models: list[nn.Module], weights: list[dict], output_dir) -> None:
+    """accelerate save-state pre-hook: keep only the parameters with ``requires_grad`` in each model's file."""
+    for i, model in enumerate(models):
+        keep = {name for name, p in model.named_parameters() if p.requires_grad}
+        weights[i] = {name: t for name, t in weights[i].items() if name in keep}
+
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
@@ -146,22 +145,19 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer, scheduler, scaler,
-                    state: dict, history: dict, keep: int, best: dict | None = None) -> Path:
-    """Write ``checkpoint/step-{step:06d}/`` atomically and delete all but the newest ``keep``.
+def save_checkpoint(acc, run_dir: str | Path, step: int, state: dict, history: dict, keep: int,
+                    best: dict | None = None) -> Path:
+    """Write ``checkpoint/step-{step:06d}/`` atomically (``acc.save_state`` plus state, history and the best
+    weights) and delete all but the newest ``keep``. Call on the main process; ``acc`` needs
+    :func:`save_trainable_only` registered as a save-state pre-hook.
 
     ``best``: the trainable weights of the best evaluation so far (kept with the checkpoint so that a resumed
     run ends with the same best student)."""
     final = Path(run_dir) / CHECKPOINT_DIR / f"step-{step:06d}"
     with atomic_dir(final) as tmp:
-        save_trainable(model, tmp / TRAINABLE, {"step": step})
+        acc.save_state(str(tmp), safe_serialization=True)
         if best is not None:
             save_trainable(best, tmp / BEST, {"step": (state.get("best") or {}).get("step")})
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
-        torch.save(scheduler.state_dict(), tmp / SCHEDULER)
-        if scaler is not None:
-            torch.save(scaler.state_dict(), tmp / SCALER)
-        torch.save(rng_state(), tmp / RNG)
         (tmp / STATE).write_text(json.dumps(state, indent=1), encoding="utf-8")
         (tmp / HISTORY).write_text(json.dumps(history), encoding="utf-8")
     for old in list_checkpoints(run_dir)[:-keep]:
@@ -169,24 +165,18 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer,
     return final
 
 
-def load_checkpoint(path: str | Path, model: nn.Module, optimizer=None, scheduler=None, scaler=None,
-                    restore_rng: bool = True) -> tuple[dict, dict, dict | None]:
-    """Restore what :func:`save_checkpoint` wrote; returns ``(state, history, best weights or None)``."""
+def load_checkpoint(acc, model: nn.Module, path: str | Path) -> tuple[dict, dict, dict | None]:
+    """Restore what :func:`save_checkpoint` wrote into ``acc``'s prepared objects (``model`` is the prepared
+    model, checked to fit first); returns ``(state, history, best weights or None)``."""
     path = Path(path)
-    if not (path / STATE).is_file() or not (path / TRAINABLE).is_file():
-        raise UserError(f"{path}: not a complete checkpoint (state.json and trainable.safetensors expected)")
-    load_trainable(model, path / TRAINABLE)
-    if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / OPTIMIZER, weights_only=True, map_location="cpu"))
-    if scheduler is not None:
-        scheduler.load_state_dict(torch.load(path / SCHEDULER, weights_only=True))
-    if scaler is not None:
-        if not (path / SCALER).is_file():
-            raise UserError(f"{path}: no scaler.pt; this checkpoint was not trained with fp16")
-        scaler.load_state_dict(torch.load(path / SCALER, weights_only=True))
+    if not all((path / name).is_file() for name in (STATE, HISTORY, MODEL, RNG)):
+        raise UserError(f"{path}: not a complete checkpoint ({STATE}, {HISTORY}, {MODEL} and {RNG} expected)")
+    if acc.scaler is not None and not (path / "scaler.pt").is_file():
+        raise UserError(f"{path}: no scaler.pt; this checkpoint was not trained with fp16")
+    with safe_open(str(path / MODEL), framework="pt") as f:
+        check_fits(model, {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}, path / MODEL)
+    acc.load_state(str(path), strict=False)  # strict=False: the file holds the trainable weights only
     state = json.loads((path / STATE).read_text(encoding="utf-8"))
     history = json.loads((path / HISTORY).read_text(encoding="utf-8"))
     best = load_file(str(path / BEST)) if (path / BEST).is_file() else None
-    if restore_rng:
-        set_rng_state(torch.load(path / RNG, weights_only=True))
     return state, history, best

@@ -5,7 +5,8 @@
      "evals":  [{"step": 0, "dev_loss": .., "dev_ce": .., "dev_kl": .., "wer": .., "utterances": .., "best": true}, ...],
      "events": [{"step": 7, "event": "non_finite_loss", ...}, {"step": 50, "event": "resumed"}, ...]}
 
-The file is rewritten atomically after each record. Non-finite numbers are stored as null.
+The file is rewritten atomically after each record. Non-finite numbers are stored as null. The numbers also go
+to accelerate's TensorBoard tracker (``tb/``) when the run's Accelerator has one.
 """
 
 from __future__ import annotations
@@ -30,27 +31,24 @@ def _clean(record: dict) -> dict:
 
 
 class History:
-    """Appends records, rewrites the JSON file, mirrors numbers to TensorBoard (``train/*``, ``dev/*``)."""
+    """Appends records, rewrites the JSON file, mirrors numbers to the accelerator's trackers (``train/*``,
+    ``dev/*``). ``accelerator``: an ``accelerate.Accelerator`` whose trackers were initialised (or None)."""
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, records: dict | None = None,
-                 purge_step: int | None = None, write: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, records: dict | None = None, write: bool = True,
+                 accelerator=None) -> None:
         self.path = Path(run_dir) / HISTORY_FILE
         self.data = records if records is not None else {"steps": [], "evals": [], "events": []}
         for key in ("steps", "evals", "events"):
             self.data.setdefault(key, [])
         self.write = write
-        self.writer = None
-        if tensorboard and write:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(Path(run_dir) / TB_DIR), purge_step=purge_step)
+        self.accelerator = accelerator if accelerator is not None and accelerator.trackers else None
 
     def _scalars(self, prefix: str, record: dict) -> None:
-        if self.writer is None:
+        if self.accelerator is None:
             return
-        for key, value in record.items():
-            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
-                self.writer.add_scalar(f"{prefix}/{key}", value, record["step"])
+        numbers = {f"{prefix}/{key}": value for key, value in record.items() if key != "step" and
+                   isinstance(value, (int, float)) and not isinstance(value, bool)}
+        self.accelerator.log(numbers, step=record["step"])
 
     def log_step(self, record: dict) -> None:
         self.data["steps"].append(_clean(record))
@@ -71,10 +69,9 @@ class History:
             atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
-            self.writer = None
+        if self.accelerator is not None:
+            self.accelerator.end_training()
+            self.accelerator = None
 
 
 def read_history(run_dir: str | Path) -> dict:

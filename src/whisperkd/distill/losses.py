@@ -8,8 +8,6 @@ tokens; a batch with none gives 0, not NaN. Exact formulas: docs/losses.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import torch
 import torch.nn.functional as F
 
@@ -171,35 +169,3 @@ def alignment_loss(
     if labels_or_mask is None:
         return per_token.mean()
     return masked_token_mean(per_token, token_mask(labels_or_mask))
-
-
-def layerwise_alignment_loss(
-    student_hidden_states: Sequence[torch.Tensor],
-    teacher_hidden_states: Sequence[torch.Tensor],
-    teacher_layers: Sequence[int],
-    labels_or_mask: torch.Tensor | None,
-    kind: str = "geodesic",
-    projector: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Mean alignment loss over the student's layers, each against the teacher layer it was copied from.
-
-    ``*_hidden_states`` are HF ``output_hidden_states`` tuples: entry 0 is the embedding output, entry
-    i + 1 the output of layer i (the last entry has the final layer norm applied, so keep the teacher's
-    last layer when pruning). Student layer j is compared with teacher layer ``teacher_layers[j]``,
-    after ``projector`` maps the student state to the teacher width.
-    """
-    n_student = len(student_hidden_states) - 1
-    if len(teacher_layers) != n_student:
-        raise UserError(
-            f"teacher_layers: {len(teacher_layers)} indices for {n_student} student layers; "
-            "pass the kept layer indices recorded in the student config"
-        )
-    if n_student == 0:
-        raise UserError("hidden states: the student has no layers to align; pass output_hidden_states=True")
-    losses = []
-    for j, teacher_layer in enumerate(teacher_layers):
-        student = student_hidden_states[j + 1]
-        if projector is not None:
-            student = projector(student)
-        losses.append(alignment_loss(student, teacher_hidden_states[teacher_layer + 1], labels_or_mask, kind))
-    return torch.stack(losses).mean()

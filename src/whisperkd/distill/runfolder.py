@@ -19,12 +19,18 @@ from pathlib import Path
 
 from whisperkd.config import Config, config_from_dict
 from whisperkd.data.atomic import atomic_write_text
-from whisperkd.distill.checkpoint import CHECKPOINT_DIR, TRAINABLE, atomic_dir, load_trainable, save_trainable
+from whisperkd.distill.build import build_models
+from whisperkd.distill.checkpoint import (CHECKPOINT_DIR, MODEL, atomic_dir, latest_checkpoint, load_trainable,
+                                          save_trainable)
 from whisperkd.distill.history import HISTORY_FILE, TB_DIR
 from whisperkd.errors import UserError
+from whisperkd.models.lora import merge_lora
+from whisperkd.models.projector import save_projector
+from whisperkd.text import english_spelling_file
 
 CONFIG_FILE = "training_config.json"
 BEST_DIR, ADAPTER_DIR, STUDENT_DIR = "best", "adapter_final", "student_final"
+BEST_WEIGHTS = "trainable.safetensors"  # in best/
 SKIPPED_FILE = "skipped.jsonl"
 ARTEFACTS = (CONFIG_FILE, HISTORY_FILE, TB_DIR, CHECKPOINT_DIR, BEST_DIR, ADAPTER_DIR, STUDENT_DIR, SKIPPED_FILE)
 
@@ -69,16 +75,16 @@ def load_run_config(run_dir: str | Path) -> Config:
 def save_best(run_dir: str | Path, model, info: dict) -> None:
     """Keep the trainable weights (a model or a dict) of the best student so far in ``best/`` (atomically)."""
     with atomic_dir(Path(run_dir) / BEST_DIR) as tmp:
-        save_trainable(model, tmp / TRAINABLE, {"step": info.get("step")})
+        save_trainable(model, tmp / BEST_WEIGHTS, {"step": info.get("step")})
         (tmp / "best.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
 
 
 def load_best(run_dir: str | Path, model) -> dict | None:
     """Load ``best/`` into ``model``; returns its info (None when there is no best/)."""
     folder = Path(run_dir) / BEST_DIR
-    if not (folder / TRAINABLE).is_file():
+    if not (folder / BEST_WEIGHTS).is_file():
         return None
-    load_trainable(model, folder / TRAINABLE)
+    load_trainable(model, folder / BEST_WEIGHTS)
     return json.loads((folder / "best.json").read_text(encoding="utf-8"))
 
 
@@ -89,9 +95,6 @@ def export_final(run_dir: str | Path, model, processor, uses_lora: bool, info: d
     usable afterwards). student_final/ is a plain HF Whisper directory: ``WhisperForConditionalGeneration
     .from_pretrained`` and ``transformers.pipeline("automatic-speech-recognition", model=...)`` load it.
     """
-    from whisperkd.models.lora import merge_lora
-    from whisperkd.models.projector import save_projector
-
     run_dir = Path(run_dir)
     with atomic_dir(run_dir / ADAPTER_DIR) as tmp:
         if uses_lora:
@@ -125,9 +128,6 @@ def restore_student(run_dir: str | Path, checkpoint: str | Path | None = None, s
     ``source="checkpoint"``: ``checkpoint`` (a step folder) or the latest one; ``source="best"``: best/.
     The teacher is loaded too (the student is pruned from it). For inference use student_final/ instead.
     """
-    from whisperkd.distill.build import build_models
-    from whisperkd.distill.checkpoint import latest_checkpoint
-
     cfg = load_run_config(run_dir)
     built = build_models(cfg)
     if source == "best":
@@ -137,5 +137,5 @@ def restore_student(run_dir: str | Path, checkpoint: str | Path | None = None, s
     folder = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run_dir)
     if folder is None:
         raise UserError(f"{run_dir}: no checkpoint yet")
-    load_trainable(built.model, folder / TRAINABLE)
+    load_trainable(built.model, folder / MODEL)
     return built.model

@@ -15,13 +15,19 @@ import logging
 import struct
 from pathlib import Path
 
+import ctranslate2
 import numpy as np
 import torch
+from safetensors import safe_open
+from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
 from whisperkd.errors import UserError
 from whisperkd.evaluate.loops import cut_repetition_loop
 from whisperkd.evaluate.memory import directory_size
 from whisperkd.models import decode as _transcribe
+from whisperkd.models.loading import load_model, load_processor, resolve
+from whisperkd.models.run_folder import ADAPTER_DIR, read_run_config, run_folder
+from whisperkd.models.tokenizer import build_tokenizer
 
 CT2_MAX_LENGTH = 448
 
@@ -32,15 +38,7 @@ def is_ct2_dir(path: str | Path) -> bool:
     return path.is_dir() and ((path / "model.bin").is_file() or any(path.glob("model.bin.part*")))
 
 
-def run_folder(spec: str) -> Path | None:
-    """The run folder when ``spec`` is one (it has ``student_final/``), else None."""
-    path = Path(spec).expanduser()
-    return path if path.is_dir() and (path / "student_final" / "config.json").is_file() else None
-
-
 def _safetensors_numel(path: Path) -> int:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         return sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys())
 
@@ -48,19 +46,12 @@ def _safetensors_numel(path: Path) -> int:
 def run_trainable_parameters(run: Path) -> int | None:
     """Parameters the run trained: tensors of ``adapter_final/`` (LoRA adapter + projector), else the
     ``trainable_parameters`` the run recorded in ``training_config.json``; None when neither exists."""
-    files = [run / "adapter_final" / name for name in ("adapter_model.safetensors", "projector.safetensors")]
+    files = [run / ADAPTER_DIR / name for name in ("adapter_model.safetensors", "projector.safetensors")]
     files = [f for f in files if f.is_file()]
     if files:
         return sum(_safetensors_numel(f) for f in files)
-    config = run / "training_config.json"
-    if config.is_file():
-        try:
-            value = json.loads(config.read_text(encoding="utf-8")).get("trainable_parameters")
-        except (ValueError, AttributeError):
-            value = None
-        if isinstance(value, int):
-            return value
-    return None
+    value = read_run_config(run).get("trainable_parameters")
+    return value if isinstance(value, int) else None
 
 
 def _guarded(engine, texts: list[str]) -> list[str]:
@@ -75,8 +66,6 @@ class HFWhisper:
     encoder_window: str | int | None = None  # None: 30 s; seconds or "auto" (whisperkd.models.window)
 
     def __init__(self, spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
-        from whisperkd.models.loading import load_model, load_processor, resolve
-
         source = resolve(spec)
         self.path = Path(source) if isinstance(source, Path) else None
         self.model = load_model(spec, dtype=dtype, device=device)
@@ -104,10 +93,6 @@ def _ct2_vocab_size(path: Path) -> int:
 
 def ct2_tokenizer(path: Path):
     """The tokenizer of a CTranslate2 directory: an HF tokenizer saved there, else the repaired ``tokenizer.json``."""
-    from transformers import WhisperTokenizer
-
-    from whisperkd.models.tokenizer import build_tokenizer
-
     if (path / "tokenizer_config.json").is_file():
         return WhisperTokenizer.from_pretrained(str(path))
     file = path / "tokenizer.json"
@@ -160,9 +145,6 @@ class CT2Whisper:
     loop_guard = False
 
     def __init__(self, spec: str, device: str = "cpu", compute_type: str = "default"):
-        import ctranslate2
-        from transformers import WhisperFeatureExtractor
-
         ctranslate2.set_log_level(logging.ERROR)  # not the float16 -> float32 notice on CPU
         path = Path(spec).expanduser()
         if not (path / "model.bin").is_file():
@@ -190,8 +172,6 @@ class CT2Whisper:
         self.disk_bytes = directory_size(path)
 
     def transcribe(self, audios: list[np.ndarray]) -> list[str]:
-        import ctranslate2
-
         feats = self.features(audios, sampling_rate=_transcribe.SAMPLE_RATE, return_tensors="np").input_features
         cap = _transcribe.max_new_tokens_for(max(len(a) for a in audios) / _transcribe.SAMPLE_RATE)
         # max_length also counts the prompt, and ctranslate2 4.x stops near max_length / 2 new tokens:

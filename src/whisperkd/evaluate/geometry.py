@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 
+from whisperkd.data.collate import TokenEncoder, collate_examples, log_mel
 from whisperkd.errors import UserError
 
 
@@ -60,8 +61,6 @@ def mean_geodesic(X, Y) -> float:
 def last_decoder_states(model, processor, audios: list, texts: list[str], batch_size: int = 4) -> tuple[torch.Tensor, list]:
     """The last decoder hidden state (after the final layer norm) at every counted token, as (tokens, d_model)
     float32 rows, and the token sequences that were fed (to check that two models saw the same tokens)."""
-    from whisperkd.data.collate import TokenEncoder, collate_examples, log_mel
-
     encode = TokenEncoder(processor.tokenizer)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype

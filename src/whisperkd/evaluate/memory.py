@@ -16,11 +16,19 @@ On CUDA the same two differences come from ``torch.cuda.memory_allocated`` / ``m
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import sys
 import threading
 from pathlib import Path
+
+import torch
+
+try:  # optional: a more exact RSS than /proc/self/statm where psutil is installed
+    import psutil
+except ImportError:
+    psutil = None
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _process_peak = 0  # bytes; the highest peak seen before any reset
@@ -32,8 +40,6 @@ def release_free_memory() -> None:
     global _malloc_trim
     if _malloc_trim is None:
         try:
-            import ctypes
-
             _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):
             _malloc_trim = False
@@ -46,12 +52,8 @@ _malloc_trim = None
 
 def current_rss() -> int | None:
     """Resident set size of this process in bytes (None where it cannot be read)."""
-    try:
-        import psutil
-
+    if psutil is not None:
         return int(psutil.Process().memory_info().rss)
-    except ImportError:
-        pass
     try:
         return int(Path("/proc/self/statm").read_text().split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
@@ -144,8 +146,6 @@ class PeakCuda:
 
     def __enter__(self) -> PeakCuda:
         if self.device.startswith("cuda"):
-            import torch
-
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.before = int(torch.cuda.memory_allocated(self.device))
@@ -153,8 +153,6 @@ class PeakCuda:
 
     def __exit__(self, *exc) -> None:
         if self.before is not None:
-            import torch
-
             torch.cuda.synchronize(self.device)
             self.peak = int(torch.cuda.max_memory_allocated(self.device))
 
@@ -167,8 +165,6 @@ def cuda_allocated(device: str) -> int | None:
     """Bytes torch has allocated on a CUDA ``device`` now (None off CUDA)."""
     if not str(device).startswith("cuda"):
         return None
-    import torch
-
     torch.cuda.synchronize(device)
     return int(torch.cuda.memory_allocated(device))
 

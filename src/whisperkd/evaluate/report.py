@@ -10,29 +10,43 @@ Reads only what the run folder holds (plus what it is given):
   tables, ``wer_vs_rtf.png`` and ``wer_by_speaker.png``.
 - geometry of the student against the teacher on a few dev utterances (``geometry.json``, ``geometry.png``),
   computed when a teacher and a dev set are known (arguments, else ``training_config.json``: ``teacher.model``
-  and ``data.dev``, or the dev speakers held out of ``data.train``), reused from ``geometry.json``
-  otherwise. "Before" rows come from the untrained student when given (a directory, or ``init``: rebuilt from
-  the run's config exactly as distillation starts).
+  and ``data.dev``, or the dev speakers held out of ``data.train`` as the caller's ``dev_split`` gives them),
+  reused from ``geometry.json`` otherwise. "Before" rows come from the untrained student when given (a
+  directory, or ``init``: the caller's ``init_student`` builds it from the teacher, as distillation starts).
+
+Evaluation builds no students and reads no training config beyond plain JSON: what needs the training code
+(``--before init``, the held-out dev speakers) is passed in by ``whisperkd report`` (whisperkd.commands.report).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+
+from whisperkd.data.skiplog import SkipLog
 from whisperkd.errors import UserError
 from whisperkd.evaluate import plots
+from whisperkd.evaluate.geometry import representation_geometry
+from whisperkd.evaluate.runner import decode_utterances, load_set, read_metrics
 from whisperkd.evaluate.tables import results_table
+from whisperkd.models.loading import load_model, load_processor
+from whisperkd.models.projector import FILENAME, Projector, load_projector
+from whisperkd.models.run_folder import ADAPTER_DIR, HISTORY_FILE, config_section, has_student, read_run_config
 
-HISTORY = "training_history.json"
+logger = logging.getLogger(__name__)
+
+HISTORY = HISTORY_FILE
 STEP_KEYS = ("step", "global_step")
 DEV_PREFIXES = ("dev_", "eval_")
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+
+# ``init_student(teacher, teacher_processor) -> (whisper, projector)``: the untrained student of a run.
+InitStudent = Callable[[object, object], tuple]
 
 
 def _is_number(value) -> bool:
@@ -109,73 +123,31 @@ def _summary_table(series: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _read_config(run: Path) -> dict:
-    path = run / "training_config.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _section(config: dict, name: str) -> dict:
-    value = config.get(name)
-    return value if isinstance(value, dict) else {}
-
-
-def run_dev_utterances(run: Path) -> list:
-    """The dev utterances of a run, as distillation chose them (``data.dev``, or the held-out speakers)."""
-    from whisperkd.distill.build import read_splits
-    from whisperkd.distill.runfolder import load_run_config
-
-    return read_splits(load_run_config(run))[1]
-
-
-def untrained_student(run: Path, teacher, teacher_processor):
-    """The student exactly as distillation builds it before the first step (pruned teacher or
-    ``student.init``, LoRA with zero updates, fresh projector): ``(whisper, projector)``."""
-    import torch
-
-    from whisperkd.distill.build import build_models
-    from whisperkd.distill.runfolder import load_run_config
-
-    cfg = load_run_config(run)
-    torch.manual_seed(int(getattr(cfg.train, "seed", 0) or 0))
-    built = build_models(cfg, teacher=teacher, processor=teacher_processor)
-    return built.model.whisper.eval(), built.model.projector.eval()
-
-
 def compute_geometry(run: Path, teacher: str, data, before: str | None = None, n_utterances: int = 16,
-                     device: str | None = None, log: Callable[[str], None] = _log) -> dict:
+                     device: str | None = None, init_student: InitStudent | None = None) -> dict:
     """Geometry of the run's student (and of the untrained one, ``before``: a model or ``"init"``) against
-    ``teacher`` on the first ``n_utterances`` usable utterances of ``data`` (a path or a list of utterances)."""
-    import torch
-
-    from whisperkd.data.skiplog import SkipLog
-    from whisperkd.evaluate.geometry import representation_geometry
-    from whisperkd.evaluate.runner import decode_utterances, load_set
-    from whisperkd.models.loading import load_model, load_processor
-    from whisperkd.models.projector import FILENAME, Projector, load_projector
-
+    ``teacher`` on the first ``n_utterances`` usable utterances of ``data`` (a path or a list of utterances).
+    ``before="init"`` needs ``init_student``, which builds the untrained student from the loaded teacher."""
+    if before == "init" and init_student is None:
+        raise UserError("--before init: the untrained student is rebuilt by `whisperkd report` from the run's "
+                        "training_config.json; pass a model directory here instead")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(data, (str, Path)):
         ev, where = load_set(data, n_utterances, SkipLog(None)), str(data)
     else:
         ev, where = decode_utterances(data, "dev", run, n_utterances, SkipLog(None)), "the run's dev split"
     texts = [u.text for u in ev.utterances]
-    log(f"geometry: {len(texts)} utterances of {where}, teacher {teacher}")
+    logger.info(f"geometry: {len(texts)} utterances of {where}, teacher {teacher}")
     t_model, t_proc = load_model(teacher, device=device), load_processor(teacher)
     rows = []
     for name, spec in ([("before", before)] if before else []) + [("after", str(run))]:
         if spec == "init":
-            s_model, projector = untrained_student(run, t_model, t_proc)
+            s_model, projector = init_student(t_model, t_proc)
             s_model, s_proc, how = s_model.to(device), t_proc, "initial (as built by distill)"
         else:
             s_model, s_proc = load_model(spec, device=device), load_processor(spec)
             s_dim, t_dim = s_model.config.d_model, t_model.config.d_model
-            saved = run / "adapter_final" / FILENAME
+            saved = run / ADAPTER_DIR / FILENAME
             if name == "after" and saved.is_file():
                 projector, how = load_projector(saved.parent), f"run's {saved.relative_to(run)}"
             elif s_dim == t_dim:
@@ -212,10 +184,11 @@ def _geometry_section(geometry: dict | None, note: str, out: Path) -> list[str]:
 def write_report(run_dir: str | Path, metrics_files: Sequence[str | Path] = (), teacher: str | None = None,
                  before: str | None = None, data: str | None = None, geometry: bool = True,
                  geometry_utterances: int = 16, device: str | None = None,
-                 log: Callable[[str], None] = _log) -> Path:
-    """Write ``RUN/report/report.md`` and its PNGs; returns the path of report.md."""
-    from whisperkd.evaluate.runner import read_metrics
+                 dev_split: Callable[[], list] | None = None, init_student: InitStudent | None = None) -> Path:
+    """Write ``RUN/report/report.md`` and its PNGs; returns the path of report.md.
 
+    ``dev_split()``: the run's dev utterances when the config names no ``data.dev`` (the held-out speakers of
+    ``data.train``; UserError when they cannot be read); ``init_student``: see :func:`compute_geometry`."""
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: no such run folder")
@@ -270,24 +243,24 @@ def write_report(run_dir: str | Path, metrics_files: Sequence[str | Path] = (), 
         parts.append(f"No metrics yet: `whisperkd evaluate TEACHER {run} --data DEV` writes `{own}`.\n")
 
     # Representation geometry.
-    config = _read_config(run)
-    teacher = teacher or _section(config, "teacher").get("model")
-    data_cfg = _section(config, "data")
+    config = read_run_config(run)
+    teacher = teacher or config_section(config, "teacher").get("model")
+    data_cfg = config_section(config, "data")
     result, note = None, "Not computed: pass `--teacher` and `--data` (a dev set) to `whisperkd report`."
-    if geometry and teacher and (run / "student_final" / "config.json").is_file():
+    if geometry and teacher and has_student(run):
         if data is None and data_cfg.get("dev"):
             data = data_cfg["dev"]
-        elif data is None and data_cfg.get("train"):
+        elif data is None and data_cfg.get("train") and dev_split is not None:
             try:
-                data = run_dev_utterances(run)
+                data = dev_split()
             except UserError as err:
                 note = f"Not computed: the run's dev split cannot be read ({err}); pass `--data`."
         if data is not None and (isinstance(data, (str, Path)) or len(data)):
-            result = compute_geometry(run, teacher, data, before, geometry_utterances, device, log)
+            result = compute_geometry(run, teacher, data, before, geometry_utterances, device, init_student)
             (out / "geometry.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if result is None and (out / "geometry.json").is_file():
         result = json.loads((out / "geometry.json").read_text(encoding="utf-8"))
-    elif result is None and geometry and teacher and not (run / "student_final" / "config.json").is_file():
+    elif result is None and geometry and teacher and not has_student(run):
         note = "Not computed: the run folder has no `student_final/` yet."
     parts += _geometry_section(result, note, out)
 

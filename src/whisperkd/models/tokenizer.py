@@ -10,8 +10,6 @@ Repairs applied (see docs/models.md):
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tokenizers import AddedToken
 from transformers import WhisperTokenizer
 

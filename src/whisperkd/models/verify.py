@@ -7,15 +7,15 @@ from pathlib import Path
 import torch
 
 from whisperkd.errors import UserError
+from whisperkd.models.hf_dir import load_hf_model, load_hf_processor
 from whisperkd.models.tokenizer import special_ids
 
 
 def verify_hf_dir(path: Path) -> dict:
     """Load ``path`` and check it; returns a small report, raises :class:`UserError` on the first failure."""
-    from whisperkd.models.loading import load_model, load_processor
-
-    model = load_model(path)
-    processor = load_processor(path)
+    path = Path(path)
+    model = load_hf_model(path)
+    processor = load_hf_processor(path)
     tok = processor.tokenizer
     ids = special_ids(tok)
     problems = []

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 import torch
 
+from whisperkd.errors import UserError
+
 FULL_WINDOW_SECONDS = 30
 FRAMES_PER_SECOND = 100  # log-mel frames; the encoder halves them into positions
 
@@ -42,8 +44,6 @@ def parse_window(value: str | int | None) -> str | int | None:
 
 def window_option(value: str | None) -> str | int | None:
     """:func:`parse_window` for a command-line ``--encoder-window``: a bad value is a one-line UserError."""
-    from whisperkd.errors import UserError
-
     try:
         return parse_window(value)
     except ValueError as err:

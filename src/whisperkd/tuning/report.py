@@ -19,8 +19,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from optuna.visualization import matplotlib as optuna_plots
 
 from whisperkd.data.atomic import atomic_write_text
 
@@ -77,12 +80,7 @@ def write_best(study: optuna.Study, study_dir: Path, objective: str,
 
 def write_plots(study: optuna.Study, report_dir: Path) -> dict[str, str]:
     """The plots, as {name: file name, or why it was not drawn}."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as optuna_plots
-
     drawn = {}
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     for name, function in PLOTS.items():

@@ -17,13 +17,14 @@ nothing when LoRA is off); the command says which parameters it left out and why
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
-from whisperkd.config import _build
-from whisperkd.errors import UserError
+from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic.dataclasses import dataclass
 
-OBJECTIVES = ("wer", "dev_ce", "dev_loss")
+from whisperkd.config_schema import SCHEMA, Section, validate
+from whisperkd.errors import UserError
 
 # The default space (docs/tuning.md). Parameters whose ``when`` the base config does not meet are left out.
 DEFAULT_SPACE: dict[str, dict] = {
@@ -38,18 +39,18 @@ DEFAULT_SPACE: dict[str, dict] = {
 }
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class Param:
     """One searched value: ``key`` is the dotted config key it sets (and its name in the Optuna study)."""
 
     type: Literal["float", "int", "categorical"] = "float"
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None  # float/int: the grid spacing (no step: continuous float, int step 1)
-    choices: list[bool | int | float | str | None] | None = None
+    low: StrictFloat | None = None
+    high: StrictFloat | None = None
+    log: StrictBool = False
+    step: StrictFloat | None = None  # float/int: the grid spacing (no step: continuous float, int step 1)
+    choices: list[StrictBool | StrictInt | StrictFloat | StrictStr | None] | None = None
     when: dict[str, Any] = field(default_factory=dict)  # {config key: value or [values]} the base config must have
-    key: str = ""
+    key: StrictStr = ""
 
     def check(self) -> None:
         where = f"config tune.space.{self.key}"
@@ -88,26 +89,26 @@ class Param:
         return None
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class PrunerConfig:
     """Optuna's MedianPruner on the objective measured at each dev evaluation (or none)."""
 
     kind: Literal["median", "none"] = "median"
-    startup_trials: int = 5  # trials that must finish before any is pruned
-    warmup_steps: int = 0  # optimizer steps a trial runs before it can be pruned
+    startup_trials: StrictInt = 5  # trials that must finish before any is pruned
+    warmup_steps: StrictInt = 0  # optimizer steps a trial runs before it can be pruned
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class TuneConfig:
-    trials: int = 20  # finished trials the study should hold, counted over every worker and session
+    trials: StrictInt = 20  # finished trials the study should hold, counted over every worker and session
     objective: Literal["wer", "dev_ce", "dev_loss"] = "wer"  # minimised; dev_ce: the student's dev cross-entropy
-    study: str | None = None  # null: the study folder's name
-    storage: str | None = None  # null: sqlite:///<study folder>/study.db; postgresql://... for several machines
-    dir: str | None = None  # the study folder; null: output.dir
-    seed: int = 0  # sampler seed (trial n samples with seed + n, so workers never repeat each other)
-    startup_trials: int = 10  # random trials before TPE models the space
-    cache: bool = True  # every trial reads one teacher cache (built once); false: each trial runs the teacher
-    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    study: StrictStr | None = None  # null: the study folder's name
+    storage: StrictStr | None = None  # null: sqlite:///<study folder>/study.db; postgresql://... for several machines
+    dir: StrictStr | None = None  # the study folder; null: output.dir
+    seed: StrictInt = 0  # sampler seed (trial n samples with seed + n, so workers never repeat each other)
+    startup_trials: StrictInt = 10  # random trials before TPE models the space
+    cache: StrictBool = True  # every trial reads one teacher cache (built once); false: each trial runs the teacher
+    pruner: Section[PrunerConfig] = field(default_factory=PrunerConfig)
     enqueue: list[dict] = field(default_factory=list)  # trials to run first: [{config key: value}, ...]
     space: dict[str, Param] = field(default_factory=dict)
 
@@ -141,7 +142,7 @@ def parse_param(key: str, raw) -> Param:
         raise UserError(f"config {where}.when: expected a mapping {{config key: value}}")
     if "key" in raw:
         raise UserError(f"config {where}.key: unknown key; the parameter's key is its name in tune.space")
-    param = _build(Param, raw, where)
+    param = validate(Param, raw, where)
     param.when, param.key = when, key
     param.check()
     return param
@@ -158,7 +159,7 @@ def parse_tune(raw: dict | None) -> TuneConfig:
         raise UserError("config tune.space: expected a mapping {config key: {type: .., low: .., high: ..}}")
     if not isinstance(enqueue, list) or not all(isinstance(e, dict) for e in enqueue):
         raise UserError("config tune.enqueue: expected a list of mappings [{config key: value}, ...]")
-    tune = _build(TuneConfig, raw, "tune")
+    tune = validate(TuneConfig, raw, "tune")
     tune.space = {key: parse_param(key, value) for key, value in (DEFAULT_SPACE if space is None else space).items()}
     tune.enqueue = enqueue
     tune.check()

@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+from filelock import FileLock
 from optuna.trial import TrialState
+from sqlalchemy import text as sql_text
+from sqlalchemy.engine import make_url
 
 from whisperkd.errors import UserError
 from whisperkd.tuning.space import Param, PrunerConfig
@@ -60,8 +63,6 @@ def default_storage(study_dir: str | Path) -> str:
 
 def shown_url(url: str) -> str:
     """The storage URL without its password."""
-    from sqlalchemy.engine import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -76,8 +77,6 @@ def make_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
     engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     lock = contextlib.nullcontext()
     if url.startswith("sqlite:///"):
-        from filelock import FileLock
-
         database = Path(url.removeprefix("sqlite:///"))
         database.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(database) + ".lock")
@@ -111,40 +110,32 @@ class TrialLock:
     """Makes "count the study's trials, then create one" atomic across every worker of the study."""
 
     def __init__(self, storage: optuna.storages.RDBStorage, study_name: str):
-        from sqlalchemy.engine import make_url
-
         url = make_url(storage.url)
         self.engine, self.dialect = storage.engine, url.get_backend_name()
         self.name = f"whisperkd-tune:{study_name}"
         self.key = int.from_bytes(hashlib.sha1(self.name.encode()).digest()[:8], "big", signed=True)
         self.file = None
         if self.dialect == "sqlite" and url.database and url.database != ":memory:":
-            from filelock import FileLock
-
             self.file = FileLock(url.database + ".lock")
         self.conn = None
 
     def acquire(self) -> None:
-        from sqlalchemy import text
-
         if self.file is not None:
             self.file.acquire()
         elif self.dialect in ("postgresql", "mysql", "mariadb"):
             self.conn = self.engine.connect()
             query = "SELECT pg_advisory_lock(:k)" if self.dialect == "postgresql" else "SELECT GET_LOCK(:n, -1)"
-            self.conn.execute(text(query), {"k": self.key, "n": self.name})
+            self.conn.execute(sql_text(query), {"k": self.key, "n": self.name})
 
     def release(self) -> None:
         """Idempotent: the trial releases it as soon as it exists, the loop once more in any case."""
-        from sqlalchemy import text
-
         if self.file is not None and self.file.is_locked:
             self.file.release()
         if self.conn is not None:
             conn, self.conn = self.conn, None
             query = "SELECT pg_advisory_unlock(:k)" if self.dialect == "postgresql" else "SELECT RELEASE_LOCK(:n)"
             try:
-                conn.execute(text(query), {"k": self.key, "n": self.name})
+                conn.execute(sql_text(query), {"k": self.key, "n": self.name})
                 conn.rollback()
             finally:
                 conn.close()

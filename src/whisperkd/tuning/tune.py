@@ -16,19 +16,27 @@ a shared database), the trial folders, ``best_params.json``, ``best_config.yaml`
 from __future__ import annotations
 
 import copy
-import dataclasses
 import gc
 import hashlib
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
+
+import optuna
+import yaml
+from filelock import FileLock
 
 from whisperkd.config import Config, apply_override, config_from_dict, read_config_file, with_absolute_paths
+from whisperkd.data.atomic import atomic_write_text
+from whisperkd.distill import cache as cache_mod
+from whisperkd.distill.build import build_models, read_splits
+from whisperkd.distill.trainer import train
 from whisperkd.errors import UserError
+from whisperkd.tuning.report import write_best, write_report
 from whisperkd.tuning.space import TuneConfig, active_space, parse_tune
 from whisperkd.tuning.study import StudySpec, default_storage, run_study, shown_url
 
@@ -59,30 +67,6 @@ class TuneSetup:
 
 # ---------------------------------------------------------------- configs
 
-def config_has_cache() -> bool:
-    return "cache" in {f.name for f in dataclasses.fields(Config)}
-
-
-def build_config(raw: dict) -> Config:
-    """The Config of a raw mapping; a ``cache:`` section rides along as ``cfg.cache`` while Config has none."""
-    from whisperkd.distill.cache import cache_config
-
-    if config_has_cache() or "cache" not in raw:
-        return config_from_dict(raw)
-    cfg = config_from_dict({k: v for k, v in raw.items() if k != "cache"})
-    cfg.cache = cache_config(SimpleNamespace(cache=raw["cache"]))
-    return cfg
-
-
-def config_dict(cfg: Config) -> dict:
-    """The resolved config as a nested dict, with its cache section."""
-    from whisperkd.distill.cache import cache_config
-
-    out = cfg.to_dict()
-    out.setdefault("cache", dataclasses.asdict(cache_config(cfg)))
-    return out
-
-
 def _set(raw: dict, key: str, value) -> None:
     apply_override(raw, f"{key}={json.dumps(value)}")
 
@@ -109,7 +93,7 @@ def trial_raw(setup: TuneSetup, params: dict, run_dir: Path) -> dict:
     if setup.cache_root is not None:
         _set(raw, "cache.enabled", True)
         _set(raw, "cache.dir", str(cache_dir_for(setup, params)))
-    elif "cache" in raw or config_has_cache():
+    else:
         _set(raw, "cache.enabled", False)  # tune.cache: false; not a cache per trial folder either
     return raw
 
@@ -121,15 +105,13 @@ def trial_config(setup: TuneSetup, params: dict, run_dir: Path) -> Config:
     _set(raw, "train.progress", False)
     if setup.cache_root is not None:
         _set(raw, "cache.on_stale", "refuse")
-    return build_config(raw)
+    return config_from_dict(raw)
 
 
 def best_config_yaml(setup: TuneSetup, trial) -> str:
     """``best_config.yaml``: the best trial's config in full, training into ``<study folder>/best``."""
-    import yaml
-
-    cfg = build_config(trial_raw(setup, trial.params, setup.spec.dir / "best"))
-    out = with_absolute_paths(cfg).to_dict()  # with its cache: section once Config has one
+    cfg = config_from_dict(trial_raw(setup, trial.params, setup.spec.dir / "best"))
+    out = with_absolute_paths(cfg).to_dict()
     head = (f"# Best trial {trial.number} of study {setup.spec.name}: {setup.spec.objective} {trial.value:.6g}\n"
             f"# ({trial.user_attrs.get('run_dir')}). Train it (longer if you like):\n"
             f"#   whisperkd distill {setup.spec.dir / 'best_config.yaml'} train.max_steps=...\n")
@@ -151,8 +133,8 @@ def load_tune(config_path: str | Path, overrides: list[str] | tuple[str, ...] = 
         if value is not None:
             holder["tune"][key] = value
     tune_cfg = parse_tune(holder["tune"])
-    base_cfg = build_config(raw)
-    params, left_out = active_space(tune_cfg, config_dict(base_cfg))
+    base_cfg = config_from_dict(raw)
+    params, left_out = active_space(tune_cfg, base_cfg.to_dict())
     if tune_cfg.objective == "wer" and not base_cfg.eval.wer:
         raise UserError("config tune.objective: wer needs eval.wer=true (or minimise tune.objective=dev_ce)")
     if base_cfg.data.dev is None and base_cfg.data.dev_fraction == 0:
@@ -164,15 +146,13 @@ def load_tune(config_path: str | Path, overrides: list[str] | tuple[str, ...] = 
                      pruner=tune_cfg.pruner, enqueue=tune_cfg.enqueue)
     setup = TuneSetup(spec=spec, tune=tune_cfg, base=raw, left_out=left_out, progress=progress, log=log)
     if tune_cfg.cache:
-        from whisperkd.distill.cache import cache_config
-
-        section = cache_config(base_cfg)
+        section = base_cfg.cache
         setup.cache_root = Path(section.dir).expanduser().resolve() if section.dir else study_dir / "teacher_cache"
         setup.on_stale = section.on_stale
         keyed = CACHE_KEYED
-        if getattr(section, "logits", "topk") == "topk" or (getattr(section, "topk", 0) or 0) > 0:
+        if section.k > 0:  # top-k log-probs, taken at the training temperature
             keyed += ("loss.temperature",)
-        if getattr(section, "hidden_layers", "all") == "needed":  # the layers this student aligns
+        if section.hidden_layers == "needed":  # the layers this student aligns
             keyed += ("student.decoder_layers", "loss.align_layers", "loss.align_weight")
         setup.cache_keyed = keyed
     return setup
@@ -182,16 +162,13 @@ def load_tune(config_path: str | Path, overrides: list[str] | tuple[str, ...] = 
 
 def ensure_shared_cache(setup: TuneSetup, cfg: Config) -> None:
     """Build, finish or check the trial's teacher cache once per worker, under a lock other workers respect."""
-    from filelock import FileLock
-
-    from whisperkd.distill.cache import cache_dir_of, ensure_cache
-
-    folder = cache_dir_of(cfg)
+    folder = cache_mod.cache_dir_of(cfg)
     if folder in setup.ready_caches:
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
-        report = ensure_cache(cfg, on_stale=setup.on_stale, progress=setup.progress)
+        report = cache_mod.ensure_cache(cfg, build_models(cfg), cache_mod.run_splits(*read_splits(cfg)),
+                                        on_stale=setup.on_stale, progress=setup.progress)
     if sum(report.computed.values()):
         setup.log(report.summary())
     setup.ready_caches.add(folder)
@@ -212,8 +189,6 @@ def trial_value(evals: list[dict], objective: str, keep_best: bool) -> float:
 
 def distill_trial(setup: TuneSetup):
     """The objective of ``whisperkd tune``: one distillation run per trial (see :data:`study.TrialFn`)."""
-    from whisperkd.distill.trainer import train
-
     objective = setup.spec.objective
 
     def run(trial, params: dict, run_dir: Path, report) -> float:
@@ -241,8 +216,6 @@ def _describe(value) -> str:
 
 def _check_study_folder(setup: TuneSetup) -> None:
     """One folder, one study: trial folders are named by number only."""
-    from whisperkd.data.atomic import atomic_write_text
-
     marker = setup.spec.dir / "study.json"
     if marker.is_file():
         recorded = json.loads(marker.read_text(encoding="utf-8")).get("study")
@@ -260,10 +233,6 @@ def tune(setup: TuneSetup, trial_fn=None) -> dict:
 
     ``trial_fn`` replaces the distillation (tests and benchmarks); returns the report summary.
     """
-    import optuna
-
-    from whisperkd.tuning.report import write_best, write_report
-
     spec, log = setup.spec, setup.log
     _check_study_folder(setup)
     searched = ", ".join(p.key for p in spec.params)
@@ -305,8 +274,6 @@ def tune(setup: TuneSetup, trial_fn=None) -> dict:
 
 
 def _free_accelerator_memory() -> None:
-    import sys
-
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -167,12 +167,11 @@ class CacheSplit:
     def __len__(self) -> int:
         return len(self.index)
 
+    def __getstate__(self) -> dict:  # DataLoader workers reopen the shards they read
+        return {**self.__dict__, "_open": OrderedDict()}
+
     def __contains__(self, uid: str) -> bool:
         return uid in self.index
-
-    @property
-    def ids(self) -> list[str]:
-        return list(self.index)
 
     def _handle(self, name: str):
         handle = self._open.get(name)
@@ -187,13 +186,6 @@ class CacheSplit:
         else:
             self._open.move_to_end(name)
         return handle
-
-    def has(self, name: str) -> bool:
-        """Whether the shards hold tensor ``name`` (all shards of a cache hold the same tensors)."""
-        if not self.index:
-            return False
-        first = next(iter(self.index.values()))[0]
-        return name in self._handle(first).keys()
 
     def get(self, uid: str, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
         """The named tensors of one utterance (token tensors cut to its counted positions)."""

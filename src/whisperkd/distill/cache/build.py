@@ -13,68 +13,52 @@ student will see (:mod:`whisperkd.data.collate`):
 - optionally the frozen encoder outputs the student's decoder consumes (float16, 1500 x d_model): the teacher's
   own when the student keeps the teacher's encoder, else those of the student's (frozen) encoder.
 
-The cache is keyed (:mod:`whisperkd.distill.cache_key`) by the teacher weights, the data (ids, texts, audio
+The cache is keyed (:mod:`whisperkd.distill.cache.key`) by the teacher weights, the data (ids, texts, audio
 identity), the label token sequences and every setting; a changed input is rebuilt or refused, never reused.
-Shards are written atomically, so an interrupted build resumes where it stopped. Layout: :mod:`cache_store`.
+Shards are written atomically, so an interrupted build resumes where it stopped. Layout:
+:mod:`whisperkd.distill.cache.store`. Settings: the config's ``cache:`` section
+(:class:`whisperkd.config.CacheConfig`) and the :class:`~whisperkd.distill.cache.key.CachePlan` derived from the
+rest of the run's config.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from tqdm import tqdm
 
+from whisperkd.config import CacheConfig, Config
 from whisperkd.data.audio import DurationFilter
-from whisperkd.data.collate import MAX_TARGET_POSITIONS, TokenEncoder, WhisperCollator, decoder_prompt_ids
+from whisperkd.data.collate import WhisperCollator
 from whisperkd.data.loader import SkippingDataLoader, SpeechDataset
 from whisperkd.data.skiplog import SkipLog
 from whisperkd.data.utterance import Utterance
-from whisperkd.distill import cache_key as keys
-from whisperkd.distill import cache_store as store
-from whisperkd import config
+from whisperkd.distill.cache import key as keys
+from whisperkd.distill.cache import store
+from whisperkd.distill.cache.key import CachePlan, cache_plan, key_parts, resolve_hidden_layers
 from whisperkd.errors import UserError
 
 ON_STALE = ("rebuild", "refuse")
-DEFAULT_TOPK = 64  # top-k size when top-k is asked for (cache.logits=topk); docs/cache.md: not within 1% at T=2
 
 
-@dataclass
-class CacheSettings:
-    """What to store and how. ``k``: top-k log-probs per position (0: none; the full logits are always
-    recoverable from the final states). ``temperature``: the training T of the top-k (unused when k = 0).
-    ``hidden_layers``: teacher decoder layer indices (0-based; layer i is HF hidden-state entry i + 1),
-    ``"all"`` or ``[]`` for none."""
-
-    k: int = 0
-    temperature: float = 1.0
-    hidden_layers: Sequence[int] | str = "all"
-    encoder_outputs: bool = True
-    shard_size: int = 64
-    batch_size: int = 8
-    min_seconds: float = DurationFilter().min_seconds
-    max_seconds: float = DurationFilter().max_seconds
-    max_label_tokens: int = MAX_TARGET_POSITIONS
-    audio_identity: str = "stat"
-    num_workers: int = 0
-
-    def check(self) -> None:
-        if self.k < 0:
-            raise UserError(f"cache k: got {self.k}; use 0 (no top-k) or a number of teacher tokens per position")
-        if not self.temperature > 0:
-            raise UserError(f"cache temperature: got {self.temperature}; use the training temperature (> 0)")
-        if self.shard_size < 1 or self.batch_size < 1:
-            raise UserError("cache shard_size and batch_size must be at least 1")
-        if self.audio_identity not in keys.AUDIO_IDENTITIES:
-            raise UserError(f"cache audio_identity: got {self.audio_identity!r}; use 'stat' or 'content'")
-        if isinstance(self.hidden_layers, str) and self.hidden_layers != "all":
-            raise UserError(f"cache hidden_layers: got {self.hidden_layers!r}; use 'all', [] or layer indices")
+def check_settings(cache: CacheConfig, plan: CachePlan) -> None:
+    """Refuse settings no cache can be built with (one line each)."""
+    k = cache.k
+    if k < 0:
+        raise UserError(f"cache k: got {k}; use 0 (no top-k) or a number of teacher tokens per position")
+    if not plan.temperature > 0:
+        raise UserError(f"cache temperature: got {plan.temperature}; use the training temperature (> 0)")
+    if cache.shard_size < 1 or cache.batch_size < 1:
+        raise UserError("cache shard_size and batch_size must be at least 1")
+    if cache.audio_identity not in keys.AUDIO_IDENTITIES:
+        raise UserError(f"cache audio_identity: got {cache.audio_identity!r}; use 'stat' or 'content'")
 
 
 @dataclass
@@ -112,65 +96,8 @@ class CacheReport:
         return (f"{self.cache_dir}: {done} utterances cached ({computed} computed in {self.seconds:.1f} s{speed}; "
                 f"{self.shards_reused} shard(s) reused, {self.skipped} skipped); "
                 f"{self.bytes_total / 1e6:.1f} MB in shards, {self.bytes_per_utterance / 1e6:.3f} MB per utterance"
-                + (f" ({parts})" if parts else "") + f", plus the output projection {self.projection_bytes / 1e6:.1f} MB")
-
-
-def resolve_hidden_layers(setting: Sequence[int] | str | None, n_layers: int) -> list[int]:
-    """Teacher decoder layer indices to store."""
-    if setting is None:
-        return []
-    if isinstance(setting, str):
-        return list(range(n_layers))
-    layers = sorted({int(i) for i in setting})
-    if any(not 0 <= i < n_layers for i in layers):
-        raise UserError(f"cache hidden_layers: {layers} must be teacher decoder layers in 0..{n_layers - 1}")
-    return layers
-
-
-def _same_encoder(teacher, student_encoder) -> bool:
-    if student_encoder is None or student_encoder is teacher.model.encoder:
-        return True
-    return keys.teacher_fingerprint(student_encoder) == keys.teacher_fingerprint(teacher.model.encoder)
-
-
-def key_parts(teacher, processor, splits: Mapping[str, Sequence[Utterance]], settings: CacheSettings,
-              student_encoder=None, teacher_hash: str | None = None) -> dict:
-    """Everything the cache depends on (see module docstring); its hash is the cache key."""
-    encoder = TokenEncoder(processor.tokenizer, settings.max_label_tokens)
-
-    def token_digest(utts: Sequence[Utterance]) -> str:
-        h = keys._hasher()
-        for utt in utts:
-            try:
-                h.update(repr(encoder(utt.text)).encode())
-            except Exception:  # too many tokens: skipped at build time, still part of the key
-                h.update(b"skip")
-        return h.hexdigest()
-
-    n_dec = teacher.config.decoder_layers
-    settings_part = {
-        "k": settings.k, "temperature": float(settings.temperature) if settings.k else None,
-        "hidden_layers": resolve_hidden_layers(settings.hidden_layers, n_dec),
-        "encoder_outputs": bool(settings.encoder_outputs), "shard_size": settings.shard_size,
-        "durations": [settings.min_seconds, settings.max_seconds], "max_label_tokens": settings.max_label_tokens,
-        "logprob_dtype": "float32", "final_state_dtype": "float32", "hidden_dtype": "float16",
-        "encoder_dtype": "float16",
-        "teacher_dtype": str(next(teacher.parameters()).dtype).replace("torch.", ""),
-        "audio_identity": settings.audio_identity,
-    }
-    student_part = "teacher"
-    if settings.encoder_outputs and not _same_encoder(teacher, student_encoder):
-        student_part = keys.teacher_fingerprint(student_encoder)
-    return {
-        "format": keys.FORMAT_VERSION,
-        "teacher": teacher_hash or keys.teacher_fingerprint(teacher),
-        "student_encoder": student_part,
-        "features": keys.feature_extractor_fingerprint(processor.feature_extractor),
-        "labels": {"prompt": decoder_prompt_ids(processor.tokenizer), "eot": encoder.eot},
-        "settings": settings_part,
-        "splits": {name: {"utterances": keys.utterance_fingerprints(utts, settings.audio_identity),
-                          "tokens": token_digest(utts)} for name, utts in splits.items()},
-    }
+                + (f" ({parts})" if parts else "")
+                + f", plus the output projection {self.projection_bytes / 1e6:.1f} MB")
 
 
 @torch.no_grad()
@@ -215,20 +142,21 @@ def _check_splits(splits: Mapping[str, Sequence[Utterance]]) -> None:
             seen.add(utt.id)
 
 
-def _compute_shard(teacher, processor, utterances: Sequence[Utterance], settings: CacheSettings,
+def _compute_shard(teacher, processor, utterances: Sequence[Utterance], cache: CacheConfig, plan: CachePlan,
                    hidden_layers: list[int], student_encoder, skiplog: SkipLog, split: str, bar) -> tuple:
     dataset = SpeechDataset(utterances, processor, skiplog,
-                            DurationFilter(settings.min_seconds, settings.max_seconds), split, settings.max_label_tokens)
+                            DurationFilter(plan.min_seconds, plan.max_seconds), split, plan.max_label_tokens)
     pad_id = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    batches = [list(range(i, min(i + settings.batch_size, len(utterances))))
-               for i in range(0, len(utterances), settings.batch_size)]
+    batches = [list(range(i, min(i + cache.batch_size, len(utterances))))
+               for i in range(0, len(utterances), cache.batch_size)]
     loader = SkippingDataLoader(dataset, batch_sampler=batches, collate_fn=WhisperCollator(pad_id),
-                                num_workers=settings.num_workers)
+                                num_workers=plan.num_workers)
+    k = cache.k
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in store.TOKEN_TENSORS + store.UTTERANCE_TENSORS}
     ids, lengths = [], []
     done = 0
     for batch in loader:
-        out = teacher_forward(teacher, batch, settings.temperature, settings.k, hidden_layers, student_encoder)
+        out = teacher_forward(teacher, batch, plan.temperature, k, hidden_layers, student_encoder)
         out = {name: t.cpu() for name, t in out.items()}
         for row, uid in enumerate(batch["ids"]):
             labels = batch["labels"][row]
@@ -239,28 +167,27 @@ def _compute_shard(teacher, processor, utterances: Sequence[Utterance], settings
             lengths.append(n)
             parts["labels"].append(labels[:n])
             parts["decoder_input_ids"].append(batch["decoder_input_ids"][row, :n])
-            if settings.k:
+            if k:
                 parts["topk_logprobs"].append(out["topk_logprobs"][row, :n].float())
                 parts["topk_indices"].append(out["topk_indices"][row, :n].to(torch.int32))
             parts["final_states"].append(out["final_states"][row, :n].float())
             if hidden_layers:
                 parts["hidden_states"].append(out["hidden_states"][row, :n].half())
-            if settings.encoder_outputs:
+            if plan.encoder_outputs:
                 parts["encoder_outputs"].append(out["encoder_outputs"][row].half())
         bar.update(len(batch["ids"]))
         done += len(batch["ids"])
     bar.update(len(utterances) - done)  # skipped ones
-    k = min(settings.k, teacher.config.vocab_size)
-    d = teacher.config.d_model
-    empty = {"topk_logprobs": torch.zeros(0, k), "topk_indices": torch.zeros(0, k, dtype=torch.int32),
+    d, k_kept = teacher.config.d_model, min(k, teacher.config.vocab_size)
+    empty = {"topk_logprobs": torch.zeros(0, k_kept), "topk_indices": torch.zeros(0, k_kept, dtype=torch.int32),
              "labels": torch.zeros(0, dtype=torch.long), "decoder_input_ids": torch.zeros(0, dtype=torch.long),
              "final_states": torch.zeros(0, d),
              "hidden_states": torch.zeros(0, len(hidden_layers), d, dtype=torch.float16),
              "encoder_outputs": torch.zeros(0, teacher.config.max_source_positions, d, dtype=torch.float16)}
     tensors = {}
     for name, pieces in parts.items():
-        if (name == "hidden_states" and not hidden_layers or name == "encoder_outputs" and not settings.encoder_outputs
-                or name.startswith("topk_") and not settings.k):
+        if (name == "hidden_states" and not hidden_layers or name == "encoder_outputs" and not plan.encoder_outputs
+                or name.startswith("topk_") and not k):
             continue
         if name in store.UTTERANCE_TENSORS:
             tensors[name] = torch.stack(pieces) if pieces else empty[name]
@@ -270,24 +197,28 @@ def _compute_shard(teacher, processor, utterances: Sequence[Utterance], settings
 
 
 def build_cache(teacher, processor, splits: Mapping[str, Sequence[Utterance]], cache_dir: str | Path,
-                settings: CacheSettings | None = None, on_stale: str = "rebuild", student_encoder=None,
-                progress: bool = True, teacher_name: str | None = None, teacher_hash: str | None = None
-                ) -> CacheReport:
+                cache: CacheConfig | None = None, plan: CachePlan | None = None, on_stale: str | None = None,
+                student_encoder=None, progress: bool = True, teacher_name: str | None = None,
+                teacher_hash: str | None = None) -> CacheReport:
     """Compute (or finish, or check) the teacher cache of ``splits`` in ``cache_dir``.
 
-    A cache built from other inputs is deleted and rebuilt (``on_stale="rebuild"``) or refused with a
-    UserError that lists what changed (``"refuse"``). Finished shards of an interrupted build are kept.
-    ``student_encoder``: the student's frozen encoder when it differs from the teacher's (its outputs are
-    then stored instead of the teacher's). ``teacher_hash`` skips hashing the weights when known.
+    ``cache``: the config's ``cache:`` section (top-k, shard and batch size, audio identity; default: the
+    defaults); ``plan``: what the run asks of it (:func:`~whisperkd.distill.cache.key.cache_plan`; default: T = 1,
+    all layers, encoder outputs, the default data filters). A cache built from other inputs is deleted and
+    rebuilt (``on_stale="rebuild"``; None: ``cache.on_stale``) or refused with a UserError that lists what
+    changed (``"refuse"``). Finished shards of an interrupted build are kept. ``student_encoder``: the
+    student's frozen encoder when it differs from the teacher's (its outputs are then stored instead of the
+    teacher's). ``teacher_hash`` skips hashing the weights when known.
     """
-    settings = settings or CacheSettings()
-    settings.check()
+    cache, plan = cache or CacheConfig(), plan or CachePlan()
+    check_settings(cache, plan)
+    on_stale = on_stale or cache.on_stale
     if on_stale not in ON_STALE:
         raise UserError(f"on_stale: got {on_stale!r}; use one of {', '.join(ON_STALE)}")
     _check_splits(splits)
     cache_dir = Path(cache_dir)
     teacher.eval()
-    parts = key_parts(teacher, processor, splits, settings, student_encoder, teacher_hash)
+    parts = key_parts(teacher, processor, splits, cache, plan, student_encoder, teacher_hash)
     key = keys.cache_key(parts)
     split_keys = {name: keys.split_key(parts, name) for name in splits}
     report = CacheReport(cache_dir=cache_dir, key=key)
@@ -311,20 +242,25 @@ def build_cache(teacher, processor, splits: Mapping[str, Sequence[Utterance]], c
         else:
             for name in changed + gone:
                 store.remove_split_files(cache_dir / name)
-    hidden_layers = resolve_hidden_layers(settings.hidden_layers, teacher.config.decoder_layers)
+    hidden_layers = resolve_hidden_layers(plan.hidden_layers, teacher.config.decoder_layers)
+    k = cache.k
     use_student_encoder = None
-    if settings.encoder_outputs and parts["student_encoder"] != "teacher":
+    if plan.encoder_outputs and parts["student_encoder"] != "teacher":
         use_student_encoder = student_encoder
     meta = {
         "format": keys.FORMAT_VERSION, "key": key, "parts": parts,
-        "settings": asdict(settings) | {"hidden_layers": hidden_layers},
+        "settings": {"k": k, "temperature": plan.temperature, "hidden_layers": hidden_layers,
+                     "encoder_outputs": plan.encoder_outputs, "shard_size": cache.shard_size,
+                     "batch_size": cache.batch_size, "min_seconds": plan.min_seconds, "max_seconds": plan.max_seconds,
+                     "max_label_tokens": plan.max_label_tokens, "audio_identity": cache.audio_identity,
+                     "num_workers": plan.num_workers},
         "teacher": {"name": teacher_name or getattr(teacher.config, "_name_or_path", "") or "",
                     "vocab_size": teacher.config.vocab_size, "d_model": teacher.config.d_model,
                     "decoder_layers": teacher.config.decoder_layers,
                     "encoder_frames": teacher.config.max_source_positions},
-        "temperature": float(settings.temperature) if settings.k else None,
-        "k": min(settings.k, teacher.config.vocab_size),
-        "hidden_layers": hidden_layers, "encoder_outputs": bool(settings.encoder_outputs),
+        "temperature": float(plan.temperature) if k else None,
+        "k": min(k, teacher.config.vocab_size),
+        "hidden_layers": hidden_layers, "encoder_outputs": bool(plan.encoder_outputs),
         "encoder_outputs_from": "teacher" if use_student_encoder is None else "student",
         "split_keys": split_keys,
         "complete": {name: False for name in splits},
@@ -345,9 +281,9 @@ def build_cache(teacher, processor, splits: Mapping[str, Sequence[Utterance]], c
             split_dir.mkdir(exist_ok=True)
             shards = []
             computed = 0
-            for i in range(0, max(len(utts), 1), settings.shard_size):
-                chunk = utts[i:i + settings.shard_size]
-                path = split_dir / store.shard_name(i // settings.shard_size)
+            for i in range(0, max(len(utts), 1), cache.shard_size):
+                chunk = utts[i:i + cache.shard_size]
+                path = split_dir / store.shard_name(i // cache.shard_size)
                 found = store.shard_metadata(path)
                 if found is not None and found["key"] == split_keys[name]:
                     shards.append((path.name, found["ids"], found["lengths"]))
@@ -355,7 +291,7 @@ def build_cache(teacher, processor, splits: Mapping[str, Sequence[Utterance]], c
                     bar.update(len(chunk))
                     continue
                 bar.set_description(f"teacher cache {name} {path.stem}")
-                tensors, ids, lengths = _compute_shard(teacher, processor, chunk, settings, hidden_layers,
+                tensors, ids, lengths = _compute_shard(teacher, processor, chunk, cache, plan, hidden_layers,
                                                        use_student_encoder, skiplog, name, bar)
                 store.write_shard(path, tensors, split_keys[name], ids, lengths)
                 report.shards_written += 1
@@ -377,8 +313,6 @@ def build_cache(teacher, processor, splits: Mapping[str, Sequence[Utterance]], c
 
 def _parts_bytes(cache_dir: Path, splits: list[str]) -> dict[str, float]:
     """Mean bytes per cached utterance of each stored tensor (from the shard headers)."""
-    from safetensors import safe_open
-
     sizes: dict[str, float] = {}
     n = 0
     for name in splits:
@@ -396,12 +330,14 @@ def _parts_bytes(cache_dir: Path, splits: list[str]) -> dict[str, float]:
 
 
 def check_cache(cache_dir: str | Path, teacher, processor, splits: Mapping[str, Sequence[Utterance]],
-                settings: CacheSettings, student_encoder=None, teacher_hash: str | None = None) -> list[str]:
+                cache: CacheConfig | None = None, plan: CachePlan | None = None, student_encoder=None,
+                teacher_hash: str | None = None) -> list[str]:
     """What differs between the cache in ``cache_dir`` and these inputs (empty list: up to date and complete)."""
     meta = store.read_meta(cache_dir)
     if meta is None:
         return [f"{cache_dir}: no teacher cache"]
-    parts = key_parts(teacher, processor, splits, settings, student_encoder, teacher_hash)
+    parts = key_parts(teacher, processor, splits, cache or CacheConfig(), plan or CachePlan(), student_encoder,
+                      teacher_hash)
     if meta.get("key") != keys.cache_key(parts):
         return keys.describe_changes(meta.get("parts", {}), parts) or ["key differs"]
     missing = [name for name in splits if not meta.get("complete", {}).get(name)]
@@ -410,95 +346,22 @@ def check_cache(cache_dir: str | Path, teacher, processor, splits: Mapping[str, 
 
 # ---------------------------------------------------------------- from the distillation config
 
-class CacheConfig(config.CacheConfig):
-    """The ``cache:`` section of a distillation config (fields in whisperkd.config; docs/cache.md), checked."""
-
-    def check(self) -> None:
-        if self.logits not in ("full", "topk"):
-            raise UserError(f"config cache.logits: got {self.logits!r}; use full or topk")
-        if self.logits == "topk" and self.topk == 0:
-            raise UserError("config cache.topk: 0 stores no top-k, but cache.logits is topk; give k (e.g. 64)")
-        if self.hidden_layers not in ("all", "needed"):
-            raise UserError(f"config cache.hidden_layers: got {self.hidden_layers!r}; use all or needed")
-        if self.on_stale not in ON_STALE:
-            raise UserError(f"config cache.on_stale: got {self.on_stale!r}; use rebuild or refuse")
-        if (self.topk is not None and self.topk < 0) or self.shard_size < 1 or self.batch_size < 1:
-            raise UserError("config cache.topk >= 0, cache.shard_size and cache.batch_size >= 1")
-        if self.audio_identity not in keys.AUDIO_IDENTITIES:
-            raise UserError(f"config cache.audio_identity: got {self.audio_identity!r}; use stat or content")
-
-    @property
-    def k(self) -> int:
-        """Top-k entries to store."""
-        if self.topk is not None:
-            return self.topk
-        return DEFAULT_TOPK if self.logits == "topk" else 0
+def cache_dir_of(cfg: Config) -> Path:
+    """Where the run's teacher cache lives: ``cache.dir``, else ``<output.dir>/teacher_cache``."""
+    return Path(cfg.cache.dir).expanduser() if cfg.cache.dir else Path(cfg.output.dir) / "teacher_cache"
 
 
-def cache_config(cfg) -> CacheConfig:
-    """``cfg.cache`` (a :class:`CacheConfig`, a dataclass with the same fields, or a mapping), checked;
-    defaults when the config has no such section."""
-    section = getattr(cfg, "cache", None)
-    if section is None:
-        section = CacheConfig()
-    elif not isinstance(section, (CacheConfig, dict)) and dataclasses.is_dataclass(section):
-        section = dataclasses.asdict(section)  # a copy of this section defined in whisperkd.config
-    if isinstance(section, dict):
-        unknown = set(section) - set(CacheConfig.__dataclass_fields__)
-        if unknown:
-            raise UserError(f"config cache.{sorted(unknown)[0]}: unknown key; valid keys: "
-                            f"{', '.join(CacheConfig.__dataclass_fields__)}")
-        section = CacheConfig(**section)
-    section.check()
-    return section
+def run_splits(train: Sequence[Utterance], dev: Sequence[Utterance]) -> dict[str, Sequence[Utterance]]:
+    """The splits a run caches: ``{"train": ..., "dev": ...}`` (no dev split when there is no dev data)."""
+    return {"train": train, "dev": dev} if dev else {"train": train}
 
 
-def cache_dir_of(cfg) -> Path:
-    """Where the run's teacher cache lives."""
-    c = cache_config(cfg)
-    return Path(c.dir).expanduser() if c.dir else Path(cfg.output.dir) / "teacher_cache"
+def ensure_cache(cfg: Config, built, splits: Mapping[str, Sequence[Utterance]], on_stale: str | None = None,
+                 progress: bool = True) -> CacheReport:
+    """Build, finish or check the run's teacher cache (what ``whisperkd cache CONFIG``, distill and tune call).
 
-
-def settings_from_config(cfg, built) -> CacheSettings:
-    """Cache settings that match the run: the training temperature, data filters, the layers alignment reads."""
-    c = cache_config(cfg)
-    needs = built.teacher_needs(cfg)
-    return CacheSettings(
-        k=c.k, temperature=cfg.loss.temperature,
-        hidden_layers="all" if c.hidden_layers == "all" else list(needs.hidden_layers),
-        encoder_outputs=bool(built.shares_encoder), shard_size=c.shard_size, batch_size=c.batch_size,
-        min_seconds=cfg.data.min_seconds, max_seconds=cfg.data.max_seconds,
-        max_label_tokens=cfg.data.max_label_tokens, audio_identity=c.audio_identity,
-        num_workers=cfg.data.num_workers)
-
-
-def ensure_cache(cfg, built=None, splits: Mapping[str, Sequence[Utterance]] | None = None,
-                 on_stale: str | None = None, progress: bool = True) -> CacheReport:
-    """Build, finish or check the run's teacher cache (what ``whisperkd cache CONFIG`` and distill call).
-
-    ``built``: the run's models (:func:`whisperkd.distill.build.build_models`), built from ``cfg`` when None.
-    ``splits``: {"train": ..., "dev": ...} (default: :func:`whisperkd.distill.build.read_splits`).
+    ``built``: the run's models (:func:`whisperkd.distill.build.build_models`); ``splits``: :func:`run_splits` of
+    :func:`whisperkd.distill.build.read_splits`. ``on_stale`` (None: ``cache.on_stale``).
     """
-    from whisperkd.distill.build import build_models, read_splits
-
-    c = cache_config(cfg)
-    if built is None:
-        built = build_models(cfg)
-    if splits is None:
-        train, dev = read_splits(cfg)
-        splits = {"train": train, "dev": dev} if dev else {"train": train}
-    return build_cache(built.teacher, built.processor, splits, cache_dir_of(cfg), settings_from_config(cfg, built),
-                       on_stale=on_stale or c.on_stale, progress=progress, teacher_name=cfg.teacher.model)
-
-
-def make_teacher(cfg, built, out_device, splits: Mapping[str, Sequence[Utterance]] | None = None,
-                 progress: bool = True):
-    """The run's teacher outputs: with ``cache.enabled``, a :class:`CachedTeacher` over the cache (built, finished
-    or checked first, for ``splits`` = {"train": ..., "dev": ...}); otherwise the online teacher."""
-    from whisperkd.distill.cached_teacher import CachedTeacher
-
-    if not cache_config(cfg).enabled:
-        return built.online_teacher(cfg, out_device)
-    ensure_cache(cfg, built, splits, progress=progress)
-    return CachedTeacher(cache_dir_of(cfg), None, built.teacher_needs(cfg), temperature=cfg.loss.temperature,
-                         out_device=out_device, out_dtype=torch.float32, logits=cache_config(cfg).logits)
+    return build_cache(built.teacher, built.processor, splits, cache_dir_of(cfg), cfg.cache, cache_plan(cfg, built),
+                       on_stale=on_stale, progress=progress, teacher_name=cfg.teacher.model)

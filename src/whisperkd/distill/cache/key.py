@@ -1,23 +1,73 @@
 """What a teacher cache depends on, as fingerprints: teacher weights, data, labels, settings.
 
-A cache stores the parts (:func:`cache_key_parts`) next to its key, so a mismatch can say what changed
+A cache stores the parts (:func:`key_parts`) next to its key, so a mismatch can say what changed
 ("teacher weights", "train data: 3 of 120 utterances differ") instead of only "stale".
+
+The settings come from two places: the config's ``cache:`` section (:class:`whisperkd.config.CacheConfig`: top-k,
+shard size, audio identity, ...) and what the rest of the run's config asks of the cache (:class:`CachePlan`:
+the training temperature, the decoder layers to store, the data filters), derived by :func:`cache_plan`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from whisperkd.config import CacheConfig, Config
+from whisperkd.data.audio import DurationFilter
+from whisperkd.data.collate import MAX_TARGET_POSITIONS, TokenEncoder, decoder_prompt_ids
 from whisperkd.data.utterance import Utterance
+from whisperkd.errors import UserError
 
 FORMAT_VERSION = 1
 AUDIO_IDENTITIES = ("stat", "content")
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """What a run asks of its cache beyond the ``cache:`` section, derived from the rest of its config by
+    :func:`cache_plan`. ``temperature``: the training T of the top-k (unused when no top-k is stored).
+    ``hidden_layers``: teacher decoder layer indices to store (0-based; layer i is HF hidden-state entry i + 1),
+    None for all, ``()`` for none. ``encoder_outputs``: store what the student's decoder consumes (the student
+    keeps the teacher's whole encoder frozen). Durations and ``max_label_tokens``: the data filters (an
+    utterance they reject is skipped). ``num_workers``: data-loading processes while building."""
+
+    temperature: float = 1.0
+    hidden_layers: tuple[int, ...] | None = None
+    encoder_outputs: bool = True
+    min_seconds: float = DurationFilter().min_seconds
+    max_seconds: float = DurationFilter().max_seconds
+    max_label_tokens: int = MAX_TARGET_POSITIONS
+    num_workers: int = 0
+
+
+def cache_plan(cfg: Config, built) -> CachePlan:
+    """The run's :class:`CachePlan`: the training temperature, the data filters, and the teacher layers alignment
+    reads (``cache.hidden_layers: needed``) or all of them; encoder outputs when the student shares the encoder.
+    ``built``: the run's models (:class:`whisperkd.distill.build.Built`)."""
+    needs = built.teacher_needs(cfg)
+    return CachePlan(
+        temperature=cfg.loss.temperature,
+        hidden_layers=None if cfg.cache.hidden_layers == "all" else tuple(needs.hidden_layers),
+        encoder_outputs=bool(built.shares_encoder), min_seconds=cfg.data.min_seconds,
+        max_seconds=cfg.data.max_seconds, max_label_tokens=cfg.data.max_label_tokens,
+        num_workers=cfg.data.num_workers)
+
+
+def resolve_hidden_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
+    """Teacher decoder layer indices to store (None: all ``n_layers``)."""
+    if layers is None:
+        return list(range(n_layers))
+    chosen = sorted({int(i) for i in layers})
+    if any(not 0 <= i < n_layers for i in chosen):
+        raise UserError(f"cache hidden_layers: {chosen} must be teacher decoder layers in 0..{n_layers - 1}")
+    return chosen
 
 
 def _hasher():
@@ -107,7 +157,7 @@ def split_key(parts: dict, split: str) -> str:
 
 
 def describe_changes(old: dict, new: dict) -> list[str]:
-    """Human-readable list of the parts that differ between two ``cache_key_parts`` dictionaries."""
+    """Human-readable list of the parts that differ between two :func:`key_parts` dictionaries."""
     changes = []
     names = {"teacher": "teacher weights", "labels": "label settings (prompt, tokenizer)",
              "settings": "cache settings (k, temperature, dtypes, stored layers)", "features": "log-mel settings",
@@ -139,3 +189,50 @@ def describe_changes(old: dict, new: dict) -> list[str]:
         else:
             changes.append(f"{split} labels: the token sequences differ (tokenizer or label settings)")
     return changes
+
+
+def same_encoder(teacher, student_encoder) -> bool:
+    """Whether ``student_encoder`` (None: the teacher's) computes what the teacher's encoder does."""
+    if student_encoder is None or student_encoder is teacher.model.encoder:
+        return True
+    return teacher_fingerprint(student_encoder) == teacher_fingerprint(teacher.model.encoder)
+
+
+def key_parts(teacher, processor, splits: Mapping[str, Sequence[Utterance]], cache: CacheConfig, plan: CachePlan,
+              student_encoder=None, teacher_hash: str | None = None) -> dict:
+    """Everything the cache depends on (module docstring); its hash is the cache key."""
+    encoder = TokenEncoder(processor.tokenizer, plan.max_label_tokens)
+
+    def token_digest(utts: Sequence[Utterance]) -> str:
+        h = _hasher()
+        for utt in utts:
+            try:
+                h.update(repr(encoder(utt.text)).encode())
+            except Exception:  # too many tokens: skipped at build time, still part of the key
+                h.update(b"skip")
+        return h.hexdigest()
+
+    k = cache.k
+    settings_part = {
+        "k": k, "temperature": float(plan.temperature) if k else None,
+        "hidden_layers": resolve_hidden_layers(plan.hidden_layers, teacher.config.decoder_layers),
+        "encoder_outputs": bool(plan.encoder_outputs), "shard_size": cache.shard_size,
+        "durations": [plan.min_seconds, plan.max_seconds], "max_label_tokens": plan.max_label_tokens,
+        "logprob_dtype": "float32", "final_state_dtype": "float32", "hidden_dtype": "float16",
+        "encoder_dtype": "float16",
+        "teacher_dtype": str(next(teacher.parameters()).dtype).replace("torch.", ""),
+        "audio_identity": cache.audio_identity,
+    }
+    student_part = "teacher"
+    if plan.encoder_outputs and not same_encoder(teacher, student_encoder):
+        student_part = teacher_fingerprint(student_encoder)
+    return {
+        "format": FORMAT_VERSION,
+        "teacher": teacher_hash or teacher_fingerprint(teacher),
+        "student_encoder": student_part,
+        "features": feature_extractor_fingerprint(processor.feature_extractor),
+        "labels": {"prompt": decoder_prompt_ids(processor.tokenizer), "eot": encoder.eot},
+        "settings": settings_part,
+        "splits": {name: {"utterances": utterance_fingerprints(utts, cache.audio_identity),
+                          "tokens": token_digest(utts)} for name, utts in splits.items()},
+    }

@@ -6,8 +6,11 @@ log-probabilities, the stored decoder hidden states and the frozen encoder outpu
 label length. With ``needs.encoder`` the trainer hands those encoder
 outputs to the student's decoder, so a training step runs neither the teacher nor the frozen encoder.
 
-:func:`cache_loader` goes one step further: batches straight from the cache (labels, decoder inputs, ids) with
-no audio decoding or log-mel, for a student whose encoder is frozen and shared with the teacher.
+:class:`CachedSpeechDataset` and :class:`CachedCollator` go one step further: the training batches themselves
+(labels, decoder inputs, ids, texts) straight from the cache, with no audio decoding or log-mel, for a student
+whose encoder is frozen and shared with the teacher. They replace :class:`~whisperkd.data.loader.SpeechDataset`
+and :class:`~whisperkd.data.collate.WhisperCollator` under the same batch sampler, so the batches are the same;
+:func:`cache_loader` is :func:`~whisperkd.data.loader.make_loader` on them.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from whisperkd.data.collate import IGNORE_INDEX
+from whisperkd.data.loader import SkippingDataLoader, utterance_lengths
 from whisperkd.data.sampler import SeededBatchSampler
-from whisperkd.distill import cache_store as store
-from whisperkd.distill.teacher import TeacherBatch, TeacherNeeds
+from whisperkd.data.skiplog import SkipLog
+from whisperkd.data.utterance import Utterance
+from whisperkd.distill.cache import store
+from whisperkd.distill.teacher_batch import TeacherBatch, TeacherNeeds
 from whisperkd.errors import UserError
 
 LOGITS_MODES = ("full", "topk")
@@ -35,7 +41,8 @@ def open_cache_meta(cache_dir: str | Path) -> dict:
     return meta
 
 
-def check_needs(meta: dict, needs: TeacherNeeds, temperature: float | None, where: str, logits: str = "full") -> None:
+def check_needs(meta: dict, needs: TeacherNeeds, temperature: float | None, where: str,
+                logits: str = "full") -> None:
     """Refuse a cache that cannot give what the trainer needs (one line saying what to change)."""
     if logits not in LOGITS_MODES:
         raise UserError(f"{where}: logits {logits!r}; use one of {', '.join(LOGITS_MODES)}")
@@ -71,9 +78,9 @@ class CachedTeacher:
     default float32). A batch whose labels differ from the cached ones is refused (stale cache).
     """
 
-    def __init__(self, cache_dir: str | Path, splits: str | Sequence[str] | None, needs: TeacherNeeds,
-                 temperature: float | None = None, out_device: torch.device | str = "cpu",
-                 out_dtype: torch.dtype | None = None, logits: str = "full"):
+    def __init__(self, cache_dir: str | Path, splits: str | Sequence[str] | None,
+                 needs: TeacherNeeds, temperature: float | None = None,
+                 out_device: torch.device | str = "cpu", out_dtype: torch.dtype | None = None, logits: str = "full"):
         self.cache_dir = Path(cache_dir)
         self.meta = open_cache_meta(self.cache_dir)
         self.where = f"teacher cache {self.cache_dir}"
@@ -161,24 +168,57 @@ class CachedTeacher:
         return out
 
 
-class _CacheDataset(Dataset):
-    def __init__(self, split: store.CacheSplit, ids: list[str], texts: dict[str, str] | None):
-        self.split, self.ids, self.texts = split, ids, texts or {}
+class CachedSpeechDataset(Dataset):
+    """:class:`~whisperkd.data.loader.SpeechDataset` from the cache: example ``index`` is ``utterances[index]`` as
+    ``{id, text, labels, decoder_input_ids}`` (its counted label positions), read from ``split`` of the cache,
+    no audio. An utterance the build skipped (unreadable audio, outside the duration filter, too many tokens:
+    the cache's ``skipped.jsonl``) gives None and is recorded in ``skiplog`` under ``source``, as SpeechDataset
+    does; one the cache does not know at all is a stale cache (UserError). The cache must hold the frozen encoder
+    outputs (the student's decoder reads them instead of audio features)."""
+
+    def __init__(self, cache_dir: str | Path, utterances: Sequence[Utterance], split: str = "train",
+                 skiplog: SkipLog | None = None, source: str = "train"):
+        cache_dir = Path(cache_dir)
+        meta = open_cache_meta(cache_dir)
+        if not meta.get("encoder_outputs"):
+            raise UserError(f"teacher cache {cache_dir}: no frozen-encoder outputs stored, so training from it "
+                            "still needs the audio; such a cache serves a student that keeps the teacher's "
+                            "whole encoder frozen")
+        self.split = store.CacheSplit(cache_dir / split)
+        self.pad_id = int(meta["parts"]["labels"]["eot"])
+        self.utterances, self.skiplog, self.source = utterances, skiplog, source
+        self.skipped = {r["id"]: r for r in SkipLog(cache_dir, filename=store.SKIPPED_FILE).records()
+                        if r["source"] == split}
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.utterances)
 
-    def __getitem__(self, index: int) -> dict:
-        uid = self.ids[index]
-        row = self.split.get(uid, ("labels", "decoder_input_ids"))
-        return {"id": uid, "text": self.texts.get(uid, ""), **row}
+    def __getitem__(self, index: int) -> dict | None:
+        utt = self.utterances[index]
+        if utt.id not in self.split and utt.id in self.skipped:
+            record = self.skipped[utt.id]
+            if self.skiplog is not None:
+                self.skiplog.add(self.source, utt.id, utt.path, record["reason"], record.get("detail", ""))
+            return None
+        row = self.split.get(utt.id, ("labels", "decoder_input_ids"))
+        return {"id": utt.id, "text": utt.text, **row}
 
 
-def _collate(pad_id: int):
-    def collate(examples: list[dict]) -> dict:
+class CachedCollator:
+    """:class:`~whisperkd.data.collate.WhisperCollator` for :class:`CachedSpeechDataset` examples: the same
+    ``decoder_input_ids`` (padded with ``pad_id``), ``labels`` (-100), ``decoder_attention_mask``, ``ids`` and
+    ``texts``, and ``input_features=None``. Skipped (None) examples are dropped; a batch of none is None."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, examples: list[dict | None]) -> dict | None:
+        examples = [e for e in examples if e is not None]
+        if not examples:
+            return None
         length = max(e["labels"].shape[0] for e in examples)
         b = len(examples)
-        inputs = torch.full((b, length), pad_id, dtype=torch.long)
+        inputs = torch.full((b, length), self.pad_id, dtype=torch.long)
         labels = torch.full((b, length), IGNORE_INDEX, dtype=torch.long)
         mask = torch.zeros((b, length), dtype=torch.long)
         for i, e in enumerate(examples):
@@ -187,24 +227,14 @@ def _collate(pad_id: int):
         return {"input_features": None, "decoder_input_ids": inputs, "labels": labels,
                 "decoder_attention_mask": mask, "ids": [e["id"] for e in examples],
                 "texts": [e["text"] for e in examples]}
-    return collate
 
 
-def cache_loader(cache_dir: str | Path, split: str, batch_size: int = 8, seed: int = 0, shuffle: bool = True,
-                 length_grouped: bool = False, drop_last: bool = False, ids: Sequence[str] | None = None,
-                 texts: dict[str, str] | None = None, num_workers: int = 0) -> DataLoader:
-    """Batches of cached utterances without audio: ``decoder_input_ids``, ``labels``, ``decoder_attention_mask``,
-    ``ids`` exactly as :class:`~whisperkd.data.collate.WhisperCollator` makes them, and ``input_features=None``.
-
-    ``ids`` (default: all cached, in manifest order) fixes the order the seeded sampler shuffles, so pass the
-    training utterances' ids to get the same batches as :func:`whisperkd.data.loader.make_loader` (lengths for
-    ``length_grouped`` are token counts here, durations there: grouped orders differ).
-    """
-    meta = open_cache_meta(cache_dir)
-    cached = store.CacheSplit(Path(cache_dir) / split)
-    ids = list(cached.ids if ids is None else [i for i in ids if i in cached])
-    lengths = [cached.index[i][3] for i in ids]
-    sampler = SeededBatchSampler(lengths, batch_size, seed, shuffle, length_grouped, drop_last)
-    pad_id = int(meta["parts"]["labels"]["eot"])
-    return DataLoader(_CacheDataset(cached, ids, texts), batch_sampler=sampler, collate_fn=_collate(pad_id),
-                      num_workers=num_workers)
+def cache_loader(cache_dir: str | Path, utterances: Sequence[Utterance], batch_size: int = 8, seed: int = 0,
+                 shuffle: bool = True, length_grouped: bool = False, drop_last: bool = False, split: str = "train",
+                 num_workers: int = 0, skiplog: SkipLog | None = None) -> SkippingDataLoader:
+    """:func:`whisperkd.data.loader.make_loader` without audio: the same batches of ``utterances`` (same seeded
+    order, lengths and skips; ``input_features=None``), read from ``split`` of the cache."""
+    dataset = CachedSpeechDataset(cache_dir, utterances, split, skiplog, source=split)
+    sampler = SeededBatchSampler(utterance_lengths(utterances), batch_size, seed, shuffle, length_grouped, drop_last)
+    return SkippingDataLoader(dataset, batch_sampler=sampler, collate_fn=CachedCollator(dataset.pad_id),
+                              num_workers=num_workers)
