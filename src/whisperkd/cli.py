@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from whisperkd.errors import UserError
 
 COMMAND_MODULES = (
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with logging_redirect_tqdm(loggers=[logging.getLogger("whisperkd")]):  # messages above progress bars
+            return int(args.func(args) or 0)
     except UserError as err:
         print(f"whisperkd {args.command}: error: {err}", file=sys.stderr)
         return 2
