@@ -125,7 +125,8 @@ class TrainConfig:
 
 @dataclass(config=SCHEMA)
 class DataConfig:
-    """Training and dev data: a manifest (.jsonl/.csv), LibriSpeech tree or HF save_to_disk folder."""
+    """Training and dev data: a manifest (.jsonl/.csv), LibriSpeech tree, Kaldi data folder or HF save_to_disk
+    folder."""
 
     train: StrictStr | None = None
     dev: StrictStr | None = None  # null: hold out dev_fraction of the training speakers

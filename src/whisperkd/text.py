@@ -6,9 +6,9 @@ on text passed through Whisper's English normaliser ("Mr." = "mister", "twenty f
 from a model's tokenizer. This module imports nothing else of whisperkd.
 
 A corpus rate is the sum of the edits over the sum of reference lengths, never a mean of per-utterance
-rates. An empty normalised reference adds its hypothesis's words as insertions and no reference words, so
-it counts against the model in a corpus, and alone gives 0 (nothing said) or inf. Characters include the
-spaces between words (jiwer's character transform).
+rates. An utterance whose normalised reference is empty (``"(End of volume one.)"`` -> ``""``: the normaliser
+drops bracketed text) is left out of a corpus rate, as the Open ASR Leaderboard does; alone its rate is 0
+(nothing said) or inf. Characters include the spaces between words (jiwer's character transform).
 """
 
 from __future__ import annotations
@@ -91,13 +91,14 @@ def errors(reference: str, hypothesis: str, unit: str = "word") -> Errors:
 
 
 def corpus_errors(references: Iterable[str], hypotheses: Iterable[str], unit: str = "word") -> Errors:
-    """The sum of :func:`errors` over aligned pairs of already-normalised texts."""
+    """The sum of :func:`errors` over aligned pairs of already-normalised texts whose reference is not empty."""
     references, hypotheses = list(references), list(hypotheses)
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     total = Errors()
     for ref, hyp in zip(references, hypotheses):
-        total = total + errors(ref, hyp, unit)
+        if ref.split():
+            total = total + errors(ref, hyp, unit)
     return total
 
 

@@ -44,9 +44,10 @@ def register(subparsers) -> None:
     synth.add_argument("--no-progress", action="store_true", help="no progress bar")
     synth.set_defaults(func=run_synth)
     pack = sub.add_parser("pack", help="pack short utterances into ~30-s windows (cuts the teacher's encoder cost)",
-                          description="Concatenate utterances of a manifest (seeded order) into windows of at most "
+                          description="Concatenate utterances of a data source (seeded order) into windows of at most "
                                       "--max-seconds, transcripts joined by a space; writes OUT/manifest.jsonl.")
-    pack.add_argument("manifest", type=Path, help="input manifest (.jsonl or .csv)")
+    pack.add_argument("manifest", type=Path, help="input data: manifest (.jsonl/.csv), folder with manifest.jsonl, "
+                                                   "LibriSpeech tree, Kaldi data folder or HF datasets folder")
     pack.add_argument("--out", type=Path, required=True, help="output folder for the packed windows")
     pack.add_argument("--max-seconds", type=_positive(float), default=28.0, help="window length cap (default 28)")
     pack.add_argument("--gap-seconds", type=float, default=0.4, help="silence between utterances (default 0.4)")
@@ -84,10 +85,11 @@ def run_pack(args) -> int:
     """Pack the manifest and print how many windows were written."""
     from whisperkd.data.manifest import read_manifest
     from whisperkd.data.pack import pack_manifest
+    from whisperkd.data.sources import open_source
 
     out = pack_manifest(args.manifest, args.out, args.max_seconds, args.gap_seconds, args.seed,
                         varied=not args.full_windows)
     windows = read_manifest(out)
     hours = sum(u.duration or 0 for u in windows) / 3600
-    print(f"{out}: {len(windows)} windows from {len(read_manifest(args.manifest))} utterances, {hours:.2f} h")
+    print(f"{out}: {len(windows)} windows from {len(open_source(args.manifest))} utterances, {hours:.2f} h")
     return 0

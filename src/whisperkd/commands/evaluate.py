@@ -18,7 +18,8 @@ def register(sub) -> None:
                    help="tiny.en, base, an HF Whisper directory, a run folder, a CTranslate2 directory (model.bin) "
                         "or a hub id; the first is the reference for speed-up and WER difference")
     p.add_argument("--data", nargs="+", required=True, metavar="SET",
-                   help="manifest (.jsonl/.csv), folder with manifest.jsonl, LibriSpeech tree or HF datasets folder")
+                   help="manifest (.jsonl/.csv), folder with manifest.jsonl, LibriSpeech tree, Kaldi data folder "
+                        "(wav.scp + text) or HF datasets folder")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: RUN/report of the first run folder among MODEL, else ./evaluation)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size of the timed passes (default 8)")

@@ -15,8 +15,8 @@ def register(sub) -> None:
                     "--max-wer, utterances whose normalised WER against the ground truth is above the threshold are "
                     "dropped (distil-whisper's filter). See docs/cache.md.")
     p.add_argument("model", help="tiny.en, base, an HF Whisper directory, a run folder or a hub id")
-    p.add_argument("--data", required=True, help="manifest (.jsonl/.csv), folder with manifest.jsonl, LibriSpeech tree "
-                                                 "or HF datasets folder")
+    p.add_argument("--data", required=True, help="manifest (.jsonl/.csv), folder with manifest.jsonl, LibriSpeech "
+                                                 "tree, Kaldi data folder (wav.scp + text) or HF datasets folder")
     p.add_argument("--out", type=Path, required=True, help="the pseudo-labelled manifest to write (.jsonl)")
     p.add_argument("--max-wer", type=float, default=None,
                    help="drop utterances whose normalised WER exceeds this fraction (e.g. 0.1); default: keep all")

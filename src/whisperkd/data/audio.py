@@ -10,10 +10,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from whisperkd.data.utterance import Utterance
+
 SAMPLE_RATE = 16_000
 MIN_SECONDS = 1.0
 MAX_SECONDS = 30.0
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this the clip is treated as silent
+MAX_OVERSHOOT = 0.5  # seconds a segment may end past its recording (cut there), as in Kaldi's extract-segments
 
 # First bytes of the containers libsndfile reads. A file that starts like one but cannot be decoded in full
 # is reported as "truncated" (cut short or otherwise corrupt); anything else unreadable is "not_audio".
@@ -61,7 +64,10 @@ def _open(source: str | Path | bytes) -> sf.SoundFile:
     else:
         path = Path(source)
         if not path.exists():
-            raise AudioSkip("missing", "no such file")
+            # <folder>/wav.scp/<id>: the path a Kaldi reader gives an id that wav.scp (or segments) does not list
+            unlisted = path.parent.is_file()
+            raise AudioSkip("missing", f"'{path.name}' is not listed in {path.parent.name}" if unlisted
+                            else "no such file")
         if not path.is_file():
             raise AudioSkip("not_a_file", "a directory or special file")
         size = path.stat().st_size
@@ -78,21 +84,41 @@ def _open(source: str | Path | bytes) -> sf.SoundFile:
         raise AudioSkip(reason, str(err).splitlines()[0][:200]) from None
 
 
-def _read(source: str | Path | bytes, durations: DurationFilter | None) -> tuple[np.ndarray, int]:
+def _span(frames: int, sample_rate: int, start: float | None, end: float | None) -> tuple[int, int]:
+    """First and one-past-last frame of the region ``start``-``end`` seconds (None: the beginning / the end).
+    An end up to :data:`MAX_OVERSHOOT` seconds past the recording is cut to it (as Kaldi's extract-segments does);
+    a region that starts or ends later than that raises ``truncated``: the recording is shorter than it should be."""
+    first = int(round((start or 0.0) * sample_rate))
+    last = frames if end is None else int(round(end * sample_rate))
+    if first >= frames or last > frames + MAX_OVERSHOOT * sample_rate:
+        stop = "the end" if end is None else f"{end:g} s"
+        raise AudioSkip("truncated", f"segment {start or 0.0:g} s to {stop}, "
+                                     f"the recording has {frames / sample_rate:.2f} s")
+    last = min(last, frames)
+    if last <= first:
+        raise AudioSkip("empty", "the segment holds no samples")
+    return first, last
+
+
+def _read(source: str | Path | bytes, durations: DurationFilter | None, start: float | None = None,
+          end: float | None = None) -> tuple[np.ndarray, int]:
     with _open(source) as f:
         sr, frames = f.samplerate, f.frames
         if frames <= 0 or sr <= 0:
             raise AudioSkip("empty", "no samples")
+        first, last = _span(frames, sr, start, end)
         if durations is not None:
-            durations.check(frames / sr)
+            durations.check((last - first) / sr)
         try:
-            data = f.read(dtype="float32", always_2d=True)
+            if first:
+                f.seek(first)  # only the segment's frames are decoded
+            data = f.read(-1 if end is None else last - first, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as err:
             raise AudioSkip("truncated", str(err).splitlines()[0][:200]) from None
     if data.shape[0] == 0:
         raise AudioSkip("empty", "no samples decoded")
-    if data.shape[0] < 0.99 * frames:
-        raise AudioSkip("truncated", f"decoded {data.shape[0]} of {frames} frames")
+    if data.shape[0] < 0.99 * (last - first):
+        raise AudioSkip("truncated", f"decoded {data.shape[0]} of {last - first} frames")
     return data, sr
 
 
@@ -115,8 +141,10 @@ def check_samples(samples: np.ndarray) -> None:
 
 
 def load_audio(source: str | Path | bytes | np.ndarray, sample_rate: int | None = None,
-               durations: DurationFilter | None = DurationFilter()) -> np.ndarray:
-    """16 kHz mono float32 samples of a file path, encoded bytes, or an array at ``sample_rate``.
+               durations: DurationFilter | None = DurationFilter(), start: float | None = None,
+               end: float | None = None) -> np.ndarray:
+    """16 kHz mono float32 samples of a file path, encoded bytes, or an array at ``sample_rate``; with
+    ``start``/``end`` (seconds) only that region, whose length the duration filter then checks.
 
     Raises :class:`AudioSkip` with a reason code when the input cannot be used.
     """
@@ -126,9 +154,36 @@ def load_audio(source: str | Path | bytes | np.ndarray, sample_rate: int | None 
         if source.size == 0:
             raise AudioSkip("empty", "no samples")
         data, sr = source, sample_rate
+        if start is not None or end is not None:
+            first, last = _span(data.shape[0], sr, start, end)
+            data = data[first:last]
         if durations is not None:
             durations.check(data.shape[0] / sr)
     else:
-        data, sr = _read(source, durations)
+        data, sr = _read(source, durations, start, end)
     check_samples(np.asarray(data))
     return to_mono_16k(data, sr)
+
+
+def load_utterance(utt: Utterance, durations: DurationFilter | None = DurationFilter()) -> np.ndarray:
+    """The samples of an utterance: its audio, or only its region when it is a segment. Every place that decodes an
+    :class:`Utterance` goes through here, so segments are cut wherever data is read."""
+    return load_audio(utt.audio, sample_rate=utt.sample_rate, durations=durations, start=utt.start, end=utt.end)
+
+
+def utterance_seconds(utt: Utterance) -> float:
+    """The length of what :func:`load_utterance` returns: ``duration`` when known, else read from the file's header
+    (no decoding). Raises :class:`AudioSkip` when the audio cannot be opened."""
+    if utt.duration is not None:
+        return float(utt.duration)
+    if isinstance(utt.audio, np.ndarray):
+        if not utt.sample_rate:
+            raise ValueError("sample_rate is required for an array")
+        frames, sr = utt.audio.shape[0], utt.sample_rate
+    else:
+        with _open(utt.audio) as f:
+            frames, sr = f.frames, f.samplerate
+    if frames <= 0 or sr <= 0:
+        raise AudioSkip("empty", "no samples")
+    first, last = _span(frames, sr, utt.start, utt.end)
+    return (last - first) / sr

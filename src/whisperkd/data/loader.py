@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch.utils.data import DataLoader, Dataset
 
-from whisperkd.data.audio import AudioSkip, DurationFilter, load_audio
+from whisperkd.data.audio import AudioSkip, DurationFilter, load_utterance
 from whisperkd.data.collate import MAX_TARGET_POSITIONS, TokenEncoder, WhisperCollator, log_mel
 from whisperkd.data.sampler import SeededBatchSampler
 from whisperkd.data.skiplog import SkipLog
@@ -33,7 +33,7 @@ class SpeechDataset(Dataset):
         utt = self.utterances[index]
         try:
             tokens = self.encode(utt.text)
-            audio = load_audio(utt.audio, sample_rate=utt.sample_rate, durations=self.durations)
+            audio = load_utterance(utt, self.durations)
         except AudioSkip as skip:
             self.skiplog.add(self.source, utt.id, utt.path, skip.reason, skip.detail)
             return None

@@ -80,7 +80,9 @@ def read_manifest(path: str | Path) -> list[Utterance]:
 
 def manifest_row(utt: Utterance, base: Path) -> dict:
     """The JSON object for one utterance; its audio path (relative paths are taken from the current
-    directory) is written relative to ``base``."""
+    directory) is written relative to ``base``. A segment (``start``/``end``) has no manifest form: ValueError."""
+    if utt.is_segment:
+        raise ValueError(f"utterance {utt.id!r} is a segment of {utt.audio}; a manifest lists whole files")
     audio = Path(utt.audio).absolute()
     try:
         audio_str = os.path.relpath(audio, base)

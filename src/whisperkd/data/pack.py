@@ -20,8 +20,9 @@ import numpy as np
 import soundfile as sf
 
 from whisperkd.data.atomic import atomic_path
-from whisperkd.data.audio import SAMPLE_RATE, AudioSkip, load_audio
-from whisperkd.data.manifest import read_manifest, write_manifest
+from whisperkd.data.audio import SAMPLE_RATE, AudioSkip, load_utterance, utterance_seconds
+from whisperkd.data.manifest import write_manifest
+from whisperkd.data.sources import open_source
 from whisperkd.data.utterance import Utterance
 from whisperkd.errors import UserError
 
@@ -59,32 +60,37 @@ def plan_packs(durations: Sequence[float], max_seconds: float, gap_seconds: floa
 def pack_manifest(manifest: str | Path, out_dir: str | Path, max_seconds: float = 28.0, gap_seconds: float = 0.4,
                   seed: int = 0, varied: bool = True) -> Path:
     """Write packed windows (``packed-NNNNN.wav``) and their ``manifest.jsonl`` into ``out_dir``; returns the
-    manifest. A window's file name carries a hash of its members and gap, so a rerun reuses exactly the
-    windows it would write again. A member shorter than the 1-s minimum of a training input is fine (the window
-    is the input); unreadable or silent members raise UserError naming the file."""
-    utterances = read_manifest(manifest)
+    manifest. ``manifest`` is any data source :func:`~whisperkd.data.sources.open_source` reads (a manifest,
+    LibriSpeech tree, Kaldi data folder or HF datasets folder). A window's file name carries a hash of its members
+    (and of a segment's bounds) and gap, so a rerun reuses exactly the windows it would write again. A member
+    shorter than the 1-s minimum of a training input is fine (the window is the input); unreadable or silent
+    members raise UserError naming the file."""
+    utterances = list(open_source(manifest))
     if not utterances:
         raise UserError(f"{manifest}: no utterances to pack")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     durations = []
     for utt in utterances:
-        if utt.duration is None:
-            utt.duration = sf.info(str(utt.audio)).duration
-        durations.append(float(utt.duration))
+        try:
+            durations.append(utterance_seconds(utt))
+        except AudioSkip as err:
+            raise UserError(f"{utt.path or utt.id}: cannot pack ({err}); fix or drop it from {manifest}") from None
     gap = np.zeros(int(round(gap_seconds * SAMPLE_RATE)), dtype=np.float32)
     packed = []
     for n, group in enumerate(plan_packs(durations, max_seconds, gap_seconds, seed, varied)):
         members = [utterances[i] for i in group]
-        digest = hashlib.sha1(repr(([u.id for u in members], gap_seconds)).encode()).hexdigest()[:10]
+        names = [(u.id, u.start, u.end) if u.is_segment else u.id for u in members]  # a moved segment: new file
+        digest = hashlib.sha1(repr((names, gap_seconds)).encode()).hexdigest()[:10]
         path = out_dir / f"packed-{n:05d}-{digest}.wav"
         if not path.is_file():
             pieces = []
             for utt in members:
                 try:
-                    pieces += [load_audio(utt.audio, durations=None), gap]
+                    pieces += [load_utterance(utt, durations=None), gap]
                 except AudioSkip as err:
-                    raise UserError(f"{utt.audio}: cannot pack ({err}); fix or drop it from {manifest}") from None
+                    raise UserError(f"{utt.path or utt.id}: cannot pack ({err}); "
+                                    f"fix or drop it from {manifest}") from None
             with atomic_path(path, ".wav") as tmp:
                 sf.write(str(tmp), np.concatenate(pieces[:-1]), SAMPLE_RATE, subtype="PCM_16", format="WAV")
         seconds = sum(durations[i] for i in group) + gap_seconds * (len(group) - 1)

@@ -24,14 +24,14 @@ import soundfile as sf
 from tqdm import tqdm
 
 from whisperkd.data.atomic import atomic_path, atomic_write_text
-from whisperkd.data.audio import SAMPLE_RATE, AudioSkip, DurationFilter, load_audio
+from whisperkd.data.audio import SAMPLE_RATE, AudioSkip, DurationFilter, load_utterance
 from whisperkd.data.loader import utterance_lengths
 from whisperkd.data.manifest import read_manifest
 from whisperkd.data.skiplog import SkipLog
 from whisperkd.data.utterance import Utterance
 from whisperkd.errors import UserError
 from whisperkd.models.decode import transcribe_arrays
-from whisperkd.text import errors, normalize
+from whisperkd.text import Errors, corpus_errors, errors, normalize
 
 LABEL_CHOICES = ("text", "original", "both")
 ORIGINAL_SUFFIX = "#original"
@@ -39,8 +39,8 @@ ORIGINAL_SUFFIX = "#original"
 
 @dataclass
 class LabelReport:
-    """Counts of a labelling run. ``wer``: edits over reference words of all transcribed utterances with ground
-    truth (before filtering), i.e. the teacher's normalised corpus WER."""
+    """Counts of a labelling run. ``wer``: the teacher's corpus WER (:func:`whisperkd.text.corpus_errors`) over all
+    transcribed utterances with ground truth, before filtering."""
 
     total: int = 0
     kept: int = 0
@@ -48,8 +48,7 @@ class LabelReport:
     dropped_empty: int = 0
     skipped_audio: int = 0
     with_ground_truth: int = 0
-    edits: int = 0
-    reference_words: int = 0
+    word_errors: Errors = field(default_factory=Errors)
     seconds: float = 0.0
     audio_seconds: float = 0.0
     max_wer: float | None = None
@@ -58,7 +57,7 @@ class LabelReport:
 
     @property
     def wer(self) -> float | None:
-        return self.edits / self.reference_words if self.reference_words else None
+        return self.word_errors.rate if self.word_errors.reference else None
 
     def summary(self) -> str:
         wer = f"; teacher WER on the ground truth {100 * self.wer:.2f}%" if self.wer is not None else \
@@ -76,12 +75,16 @@ def _safe_name(uid: str) -> str:
 
 
 def _audio_file(utt: Utterance, audio: np.ndarray, audio_dir: Path | None) -> Path:
-    """The utterance's audio file; in-memory audio (HF datasets) is written as 16 kHz FLAC under ``audio_dir``."""
-    if utt.path is not None:
+    """The utterance's audio file; in-memory audio (HF datasets) and segments of longer recordings (Kaldi) are
+    written as 16 kHz FLAC under ``audio_dir``."""
+    if utt.path is not None and not utt.is_segment:
         return utt.path
     if audio_dir is None:
-        raise UserError(f"utterance {utt.id!r}: its audio is not a file; give an output folder for the audio")
-    path = audio_dir / f"{_safe_name(utt.id)}.flac"
+        raise UserError(f"utterance {utt.id!r}: its audio is not a file of its own; "
+                        f"give an output folder for the audio")
+    # A segment's file name carries its bounds, so a changed segment is cut again instead of reused.
+    bounds = f"_{utt.start or 0:.3f}-{'end' if utt.end is None else f'{utt.end:.3f}'}" if utt.is_segment else ""
+    path = audio_dir / f"{_safe_name(utt.id)}{bounds}.flac"
     if not path.is_file():
         with atomic_path(path, suffix=".flac") as tmp:
             sf.write(str(tmp), audio, SAMPLE_RATE, format="FLAC")
@@ -114,7 +117,7 @@ def pseudo_label(model, processor, utterances: Sequence[Utterance], batch_size: 
             for i in order[begin:begin + batch_size]:
                 utt = utterances[int(i)]
                 try:
-                    audio = load_audio(utt.audio, sample_rate=utt.sample_rate, durations=durations)
+                    audio = load_utterance(utt, durations)
                 except AudioSkip as skip:
                     skiplog.add("label", utt.id, utt.path, skip.reason, skip.detail)
                     report.skipped_audio += 1
@@ -138,12 +141,11 @@ def pseudo_label(model, processor, utterances: Sequence[Utterance], batch_size: 
             row["speaker"] = utt.speaker
         truth = utt.text.strip()
         if truth:
-            found = errors(normalize(truth), normalize(text))
-            edits, words, wer = found.edits, found.reference, found.rate
+            pair = [normalize(truth)], [normalize(text)]
+            wer = errors(pair[0][0], pair[1][0]).rate
             report.with_ground_truth += 1
-            report.edits += edits
-            report.reference_words += words
-            row["text_original"], row["wer"] = truth, round(wer, 4) if words else None
+            report.word_errors = report.word_errors + corpus_errors(*pair)
+            row["text_original"], row["wer"] = truth, round(wer, 4) if pair[0][0].split() else None
         if model_name:
             row["label_model"] = model_name
         if not normalize(text).strip():

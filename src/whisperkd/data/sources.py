@@ -1,4 +1,5 @@
-"""Open any supported data source by path: manifest (.jsonl/.csv), LibriSpeech tree, or HF datasets folder."""
+"""Open any supported data source by path: manifest (.jsonl/.csv), LibriSpeech tree, Kaldi data folder, or HF
+datasets folder."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from whisperkd.data.hf_dataset import is_hf_dataset_dir, read_hf_dataset
+from whisperkd.data.kaldi import is_kaldi_dir, read_kaldi
 from whisperkd.data.librispeech import read_librispeech, transcript_files
 from whisperkd.data.manifest import read_manifest
 from whisperkd.data.utterance import Utterance
@@ -17,7 +19,7 @@ MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
 
 @dataclass
 class Source:
-    """A named sequence of utterances; ``kind`` is 'manifest', 'librispeech' or 'hf_dataset'."""
+    """A named sequence of utterances; ``kind`` is 'manifest', 'librispeech', 'kaldi' or 'hf_dataset'."""
 
     kind: str
     path: Path
@@ -34,7 +36,7 @@ class Source:
 
 
 def detect_kind(path: str | Path) -> str:
-    """'manifest', 'librispeech' or 'hf_dataset'; UserError when nothing matches."""
+    """'manifest', 'hf_dataset', 'kaldi' or 'librispeech' (checked in this order); UserError when nothing matches."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
@@ -46,10 +48,16 @@ def detect_kind(path: str | Path) -> str:
         return "manifest"
     if is_hf_dataset_dir(path):
         return "hf_dataset"
+    if is_kaldi_dir(path):
+        return "kaldi"
     if transcript_files(path):
         return "librispeech"
+    half = [name for name in ("wav.scp", "text") if (path / name).is_file()]
+    if half:
+        raise UserError(f"{path}: has {half[0]} but not {'text' if half[0] == 'wav.scp' else 'wav.scp'}; a Kaldi "
+                        f"data folder needs both")
     raise UserError(f"{path}: not a data source (expected manifest.jsonl, a LibriSpeech tree with "
-                    f"*.trans.txt, or a Hugging Face save_to_disk folder)")
+                    f"*.trans.txt, a Kaldi data folder with wav.scp and text, or a Hugging Face save_to_disk folder)")
 
 
 def open_source(path: str | Path, split: str | None = None) -> Source:
@@ -61,4 +69,6 @@ def open_source(path: str | Path, split: str | None = None) -> Source:
         return Source(kind, file, read_manifest(file))
     if kind == "hf_dataset":
         return Source(kind, path, read_hf_dataset(path, split=split))
+    if kind == "kaldi":
+        return Source(kind, path, read_kaldi(path))
     return Source(kind, path, read_librispeech(path))

@@ -191,8 +191,8 @@ def read_splits(cfg: Config) -> tuple[list, list]:
     """Training utterances and the fixed dev subset (``eval.max_utterances``, seeded choice)."""
     d = cfg.data
     if d.train is None:
-        raise UserError("config data.train: required to train; give a manifest (.jsonl/.csv), a LibriSpeech folder "
-                        "or a Hugging Face save_to_disk folder (or use --dry-run)")
+        raise UserError("config data.train: required to train; give a manifest (.jsonl/.csv), a LibriSpeech folder, "
+                        "a Kaldi data folder or a Hugging Face save_to_disk folder (or use --dry-run)")
     source = open_source(d.train)
     if d.labels != "text":
         if source.kind != "manifest":

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from whisperkd.data.audio import AudioSkip, DurationFilter, load_audio
+from whisperkd.data.audio import AudioSkip, DurationFilter, load_utterance
 from whisperkd.data.skiplog import SkipLog
 from whisperkd.data.sources import open_source
 from whisperkd.errors import UserError
@@ -31,7 +31,7 @@ from whisperkd.evaluate.engines import is_ct2_dir, model_label, open_model
 from whisperkd.evaluate.speed import clock, speed_stats
 from whisperkd.evaluate.tables import metrics_markdown
 from whisperkd.models.loading import resolve
-from whisperkd.text import Errors, errors, normalize
+from whisperkd.text import Errors, corpus_errors, errors, normalize
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def decode_utterances(utterances, label: str, path: Path, limit: int | None, ski
         if limit is not None and len(ev.utterances) >= limit:
             break
         try:
-            audio = load_audio(utt.audio, sample_rate=utt.sample_rate, durations=DurationFilter(0.0, 30.0))
+            audio = load_utterance(utt, DurationFilter(0.0, 30.0))
         except AudioSkip as skip:
             skiplog.add(label, utt.id, utt.path, skip.reason, skip.detail)
             ev.skipped += 1
@@ -188,22 +188,21 @@ def _errors_dict(e: Errors) -> dict:
 
 def score(ev: EvalSet, texts: list[str]) -> tuple[dict, list[dict]]:
     """Corpus WER/CER (after Whisper's normaliser), per-speaker WER, and one record per utterance."""
-    words, chars = Errors(), Errors()
-    by_speaker: dict[str, list] = defaultdict(lambda: [0, Errors()])
+    refs, hyps = [normalize(u.text) for u in ev.utterances], [normalize(h) for h in texts]
+    by_speaker: dict[str, list[int]] = defaultdict(list)
     rows = []
-    for utt, audio, hyp in zip(ev.utterances, ev.audios, texts):
-        ref_n, hyp_n = normalize(utt.text), normalize(hyp)
-        w, c = errors(ref_n, hyp_n, "word"), errors(ref_n, hyp_n, "char")
-        words, chars = words + w, chars + c
-        speaker = utt.speaker or UNLABELLED
-        by_speaker[speaker][0] += 1
-        by_speaker[speaker][1] = by_speaker[speaker][1] + w
+    for i, (utt, audio, hyp) in enumerate(zip(ev.utterances, ev.audios, texts)):
+        w, c = errors(refs[i], hyps[i], "word"), errors(refs[i], hyps[i], "char")
+        by_speaker[utt.speaker or UNLABELLED].append(i)
         rows.append({"id": utt.id, "speaker": utt.speaker, "duration": round(len(audio) / 16_000, 3),
-                     "reference": utt.text, "hypothesis": hyp, "reference_normalized": ref_n,
-                     "hypothesis_normalized": hyp_n, "word_errors": _errors_dict(w), "char_errors": _errors_dict(c),
+                     "reference": utt.text, "hypothesis": hyp, "reference_normalized": refs[i],
+                     "hypothesis_normalized": hyps[i], "word_errors": _errors_dict(w), "char_errors": _errors_dict(c),
                      "wer": w.rate, "cer": c.rate})
+    words, chars = corpus_errors(refs, hyps, "word"), corpus_errors(refs, hyps, "char")
+    speakers = {s: corpus_errors([refs[i] for i in idx], [hyps[i] for i in idx]) for s, idx in by_speaker.items()}
     summary = {"wer": words.rate, "cer": chars.rate, "words": _errors_dict(words), "chars": _errors_dict(chars),
-               "by_speaker": {s: {"n": n, "wer": e.rate, "words": _errors_dict(e)} for s, (n, e) in sorted(by_speaker.items())}}
+               "by_speaker": {s: {"n": len(by_speaker[s]), "wer": e.rate, "words": _errors_dict(e)}
+                              for s, e in sorted(speakers.items())}}
     return summary, rows
 
 

@@ -121,10 +121,14 @@ def audio_identity(utt: Utterance, how: str = "stat") -> str:
 
 
 def utterance_fingerprints(utterances: Sequence[Utterance], audio: str = "stat") -> list[str]:
-    """One short hash per utterance over (id, text, audio identity), in order."""
+    """One short hash per utterance over (id, text, audio identity), in order; a segment's bounds (start, end) are
+    added only when set, so the hashes of whole-file utterances (and the keys of existing caches) do not change."""
     out = []
     for utt in utterances:
-        record = json.dumps([utt.id, utt.text, audio_identity(utt, audio)], ensure_ascii=False)
+        fields = [utt.id, utt.text, audio_identity(utt, audio)]
+        if utt.is_segment:
+            fields += [utt.start, utt.end]
+        record = json.dumps(fields, ensure_ascii=False)
         out.append(hashlib.sha256(record.encode()).hexdigest()[:16])
     return out
 
