@@ -132,8 +132,8 @@ def test_trainer_on_the_cache_logs_the_online_losses(tmp_path, tiny_en_dir, spee
 
     online = trainer.train(config_from_dict(raw("online")))
     reads = []
-    original = loader.load_audio
-    monkeypatch.setattr(loader, "load_audio", lambda *a, **k: reads.append(a) or original(*a, **k))
+    original = loader.load_utterance
+    monkeypatch.setattr(loader, "load_utterance", lambda *a, **k: reads.append(a) or original(*a, **k))
     cached = trainer.train(config_from_dict(raw("cached", enabled=True, dir=str(tmp_path / "cache"))))
     assert len(reads) == len(rows)  # each utterance once, by the cache build; the 3 steps x 3 read none
     a, b = online.history["steps"], cached.history["steps"]
