@@ -15,8 +15,8 @@ whisperkd adds, as JSON and safetensors:
     best.safetensors        the trainable weights of the best dev evaluation so far (when there is one)
 
 Kept by hand, and why: the TAID and data-position state go to state.json rather than accelerate's
-``register_for_checkpointing``, which reads custom states back with ``torch.load(weights_only=False)`` (a
-pickle that can run code; whisperkd loads only safetensors or ``weights_only=True``). Writing and rotation
+``register_for_checkpointing``, which reads custom states back as a full pickle (``weights_only`` off: a
+pickle that can run code; whisperkd loads only safetensors or weights-only tensors). Writing and rotation
 stay here too: accelerate's automatic naming deletes old checkpoints *before* writing the new one and writes
 in place, so a crash mid-save could leave no complete checkpoint; here a checkpoint is written into a
 temporary folder, renamed when complete, and only then are older ones deleted.

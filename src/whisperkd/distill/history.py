@@ -16,8 +16,8 @@ import math
 from pathlib import Path
 
 from whisperkd.data.atomic import atomic_write_text
+from whisperkd.models.run_folder import HISTORY_FILE
 
-HISTORY_FILE = "training_history.json"
 TB_DIR = "tb"
 
 

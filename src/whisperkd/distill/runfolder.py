@@ -22,14 +22,14 @@ from whisperkd.data.atomic import atomic_write_text
 from whisperkd.distill.build import build_models
 from whisperkd.distill.checkpoint import (CHECKPOINT_DIR, MODEL, atomic_dir, latest_checkpoint, load_trainable,
                                           save_trainable)
-from whisperkd.distill.history import HISTORY_FILE, TB_DIR
+from whisperkd.distill.history import TB_DIR
 from whisperkd.errors import UserError
 from whisperkd.models.lora import merge_lora
 from whisperkd.models.projector import save_projector
+from whisperkd.models.run_folder import ADAPTER_DIR, CONFIG_FILE, HISTORY_FILE, STUDENT_DIR
 from whisperkd.text import english_spelling_file
 
-CONFIG_FILE = "training_config.json"
-BEST_DIR, ADAPTER_DIR, STUDENT_DIR = "best", "adapter_final", "student_final"
+BEST_DIR = "best"
 BEST_WEIGHTS = "trainable.safetensors"  # in best/
 SKIPPED_FILE = "skipped.jsonl"
 ARTEFACTS = (CONFIG_FILE, HISTORY_FILE, TB_DIR, CHECKPOINT_DIR, BEST_DIR, ADAPTER_DIR, STUDENT_DIR, SKIPPED_FILE)
