@@ -21,7 +21,7 @@ from whisperkd.data.collate import WhisperCollator
 from whisperkd.data.loader import SpeechDataset, make_loader, utterance_lengths
 from whisperkd.data.manifest import read_manifest
 from whisperkd.data.skiplog import SkipLog
-from whisperkd.distill.cache import (CachedCollator, CachedSpeechDataset, CachedTeacher, CachePlan, build_cache,
+from whisperkd.distill.cache import (CachedSpeechDataset, CachedTeacher, CachePlan, build_cache,
                                      cache_loader, check_cache)
 from whisperkd.distill.cache import store as cache_store
 from whisperkd.distill.losses import kl_divergence, kl_divergence_topk
@@ -274,7 +274,7 @@ def test_cache_loader_gives_the_batches_of_the_audio_loader(built, processor):
 
 
 def test_training_batches_from_the_cache_equal_the_audio_ones(tmp_path, processor, corpus):
-    """The trainer's TrainBatches over the cache (CachedSpeechDataset + CachedCollator) gives the batches of the
+    """The trainer's TrainBatches over the cache (CachedSpeechDataset + WhisperCollator) gives the batches of the
     audio path: same ids, decoder inputs, labels, masks, texts, in the same seeded order in every epoch, the
     same skips (utterances the duration filter rejects at build time), and the same batches after a resume."""
     train = corpus["train"]  # 1.0, 1.25, ..., 2.5 s
@@ -285,7 +285,7 @@ def test_training_batches_from_the_cache_equal_the_audio_ones(tmp_path, processo
     audio = SpeechDataset(train, processor, logs["audio"], durations, source="train")
     cached = CachedSpeechDataset(tmp_path / "cache", train, "train", logs["cache"], source="train")
     sources = {"audio": (audio, WhisperCollator(processor.tokenizer.convert_tokens_to_ids("<|endoftext|>"))),
-               "cache": (cached, CachedCollator(cached.pad_id))}
+               "cache": (cached, WhisperCollator(cached.pad_id))}
 
     def take(kind: str, position: dict, n: int) -> tuple[list, dict]:
         dataset, collate = sources[kind]

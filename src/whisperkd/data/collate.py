@@ -68,7 +68,8 @@ def log_mel(feature_extractor, audio: np.ndarray) -> np.ndarray:
 
 def collate_examples(examples: list[dict | None], pad_id: int) -> dict | None:
     """Stack examples ``{id, text, input_features, tokens}`` into a batch; ``None`` entries (skipped) are
-    dropped, and a batch with nothing left is ``None``."""
+    dropped, and a batch with nothing left is ``None``. Examples without ``input_features`` (read from a teacher
+    cache that holds the encoder outputs) give ``input_features=None``."""
     examples = [e for e in examples if e is not None]
     if not examples:
         return None
@@ -83,7 +84,8 @@ def collate_examples(examples: list[dict | None], pad_id: int) -> dict | None:
         inputs[row, :n] = seq[:-1]
         labels[row, :n] = seq[1:]
         mask[row, :n] = 1
-    features = torch.from_numpy(np.stack([e["input_features"] for e in examples])).float()
+    features = (torch.from_numpy(np.stack([e["input_features"] for e in examples])).float()
+                if "input_features" in examples[0] else None)
     return {
         "input_features": features,
         "decoder_input_ids": inputs,

@@ -38,7 +38,7 @@ from whisperkd.data.batches import MemoDataset, OnceSkipLog, TrainBatches, dev_b
 from whisperkd.data.collate import WhisperCollator
 from whisperkd.data.loader import SpeechDataset, utterance_lengths
 from whisperkd.distill.build import Built, build_models, mixed_precision, read_splits, resolve_device
-from whisperkd.distill.cache import CachedCollator, CachedSpeechDataset, CachedTeacher, cache_dir_of
+from whisperkd.distill.cache import CachedSpeechDataset, CachedTeacher, cache_dir_of
 from whisperkd.distill.checkpoint import (latest_checkpoint, load_checkpoint, load_trainable, save_checkpoint,
                                           save_trainable_only, trainable_state)
 from whisperkd.distill.dev_eval import evaluate
@@ -146,12 +146,10 @@ def setup(cfg: Config, resume: bool = False) -> Run:
     collate = WhisperCollator(built.processor.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
     if isinstance(teacher, CachedTeacher) and teacher.needs.encoder:  # the cache holds all a step needs: no audio
         dataset = CachedSpeechDataset(cache_dir_of(cfg), train_utts, "train", skiplog, source="train")
-        train_collate = CachedCollator(dataset.pad_id)
     else:
         dataset = speech_dataset(cfg, train_utts, built.processor, skiplog, "train")
         dataset = MemoDataset(dataset, d.memo_size) if d.memo_size else dataset
-        train_collate = collate
-    data = TrainBatches(dataset, train_collate, utterance_lengths(train_utts), tr.batch_size, tr.seed,
+    data = TrainBatches(dataset, collate, utterance_lengths(train_utts), tr.batch_size, tr.seed,
                         d.length_grouped, d.num_workers, acc.num_processes, acc.process_index)
     dev = dev_batches(speech_dataset(cfg, dev_utts, built.processor, skiplog, "dev"), collate, cfg.eval.batch_size,
                       d.num_workers)

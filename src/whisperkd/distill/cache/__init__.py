@@ -6,7 +6,7 @@
 - :mod:`~whisperkd.distill.cache.build`: the teacher pass that computes the shards (:func:`build_cache`,
   :func:`check_cache`, :func:`ensure_cache`);
 - :mod:`~whisperkd.distill.cache.reader`: reading it back (:class:`CachedTeacher`, and the audio-free
-  training batches :class:`CachedSpeechDataset` + :class:`CachedCollator`).
+  training examples :class:`CachedSpeechDataset`, batched by ``WhisperCollator``).
 
 The settings are the config's ``cache:`` section, :class:`whisperkd.config.CacheConfig`, plus the
 :class:`CachePlan` derived from the rest of the run's config (:func:`cache_plan`). The choice between the
@@ -16,10 +16,8 @@ cached and the online teacher is :func:`whisperkd.distill.teacher.make_teacher`.
 from whisperkd.distill.cache.build import (ON_STALE, CacheReport, build_cache, cache_dir_of, check_cache,
                                            ensure_cache, run_splits, teacher_forward)
 from whisperkd.distill.cache.key import CachePlan, cache_plan, key_parts
-from whisperkd.distill.cache.reader import (CachedCollator, CachedSpeechDataset, CachedTeacher, cache_loader,
-                                            check_needs)
+from whisperkd.distill.cache.reader import CachedSpeechDataset, CachedTeacher, cache_loader, check_needs
 from whisperkd.distill.cache.store import CacheSplit
 
-__all__ = ["ON_STALE", "CachePlan", "CacheReport", "CacheSplit", "CachedCollator",
-           "CachedSpeechDataset", "CachedTeacher", "build_cache", "cache_dir_of", "cache_loader", "cache_plan",
+__all__ = ["ON_STALE", "CachePlan", "CacheReport", "CacheSplit", "CachedSpeechDataset", "CachedTeacher", "build_cache", "cache_dir_of", "cache_loader", "cache_plan",
            "check_cache", "check_needs", "ensure_cache", "key_parts", "run_splits", "teacher_forward"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from whisperkd.data.collate import IGNORE_INDEX
+from whisperkd.data.collate import IGNORE_INDEX, WhisperCollator
 from whisperkd.data.loader import SkippingDataLoader, utterance_lengths
 from whisperkd.data.sampler import SeededBatchSampler
 from whisperkd.data.skiplog import SkipLog
@@ -170,8 +170,8 @@ class CachedTeacher:
 
 class CachedSpeechDataset(Dataset):
     """:class:`~whisperkd.data.loader.SpeechDataset` from the cache: example ``index`` is ``utterances[index]`` as
-    ``{id, text, labels, decoder_input_ids}`` (its counted label positions), read from ``split`` of the cache,
-    no audio. An utterance the build skipped (unreadable audio, outside the duration filter, too many tokens:
+    ``{id, text, tokens}`` (the token sequence the cached labels were built from), read from ``split`` of the
+    cache, no audio: :class:`~whisperkd.data.collate.WhisperCollator` batches it with ``input_features=None``. An utterance the build skipped (unreadable audio, outside the duration filter, too many tokens:
     the cache's ``skipped.jsonl``) gives None and is recorded in ``skiplog`` under ``source``, as SpeechDataset
     does; one the cache does not know at all is a stale cache (UserError). The cache must hold the frozen encoder
     outputs (the student's decoder reads them instead of audio features)."""
@@ -201,32 +201,8 @@ class CachedSpeechDataset(Dataset):
                 self.skiplog.add(self.source, utt.id, utt.path, record["reason"], record.get("detail", ""))
             return None
         row = self.split.get(utt.id, ("labels", "decoder_input_ids"))
-        return {"id": utt.id, "text": utt.text, **row}
-
-
-class CachedCollator:
-    """:class:`~whisperkd.data.collate.WhisperCollator` for :class:`CachedSpeechDataset` examples: the same
-    ``decoder_input_ids`` (padded with ``pad_id``), ``labels`` (-100), ``decoder_attention_mask``, ``ids`` and
-    ``texts``, and ``input_features=None``. Skipped (None) examples are dropped; a batch of none is None."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, examples: list[dict | None]) -> dict | None:
-        examples = [e for e in examples if e is not None]
-        if not examples:
-            return None
-        length = max(e["labels"].shape[0] for e in examples)
-        b = len(examples)
-        inputs = torch.full((b, length), self.pad_id, dtype=torch.long)
-        labels = torch.full((b, length), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((b, length), dtype=torch.long)
-        for i, e in enumerate(examples):
-            n = e["labels"].shape[0]
-            inputs[i, :n], labels[i, :n], mask[i, :n] = e["decoder_input_ids"], e["labels"], 1
-        return {"input_features": None, "decoder_input_ids": inputs, "labels": labels,
-                "decoder_attention_mask": mask, "ids": [e["id"] for e in examples],
-                "texts": [e["text"] for e in examples]}
+        tokens = torch.cat([row["decoder_input_ids"], row["labels"][-1:]])  # labels are the inputs shifted by one
+        return {"id": utt.id, "text": utt.text, "tokens": tokens}
 
 
 def cache_loader(cache_dir: str | Path, utterances: Sequence[Utterance], batch_size: int = 8, seed: int = 0,
@@ -236,5 +212,5 @@ def cache_loader(cache_dir: str | Path, utterances: Sequence[Utterance], batch_s
     order, lengths and skips; ``input_features=None``), read from ``split`` of the cache."""
     dataset = CachedSpeechDataset(cache_dir, utterances, split, skiplog, source=split)
     sampler = SeededBatchSampler(utterance_lengths(utterances), batch_size, seed, shuffle, length_grouped, drop_last)
-    return SkippingDataLoader(dataset, batch_sampler=sampler, collate_fn=CachedCollator(dataset.pad_id),
+    return SkippingDataLoader(dataset, batch_sampler=sampler, collate_fn=WhisperCollator(dataset.pad_id),
                               num_workers=num_workers)
