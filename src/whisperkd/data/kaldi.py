@@ -83,8 +83,7 @@ def read_wav_scp(folder: Path) -> dict[str, Path]:
     a line without a path."""
     file = folder / "wav.scp"
     out: dict[str, Path] = {}
-    first: dict[str, int] = {}
-    for number, rec, value in _lines(file):
+    for rec, (number, value) in _table(file, "<recording-id> <path>").items():
         where = f"{file}:{number}"
         if not value:
             raise UserError(f"{where}: missing the audio path (expected '<recording-id> <path>')")
@@ -93,9 +92,6 @@ def read_wav_scp(folder: Path) -> dict[str, Path]:
         if _ARCHIVE.search(value):
             raise UserError(f"{where}: '{rec}' points into a Kaldi archive ({value}); whisperkd reads audio files "
                             f"only; {_FIX}")
-        if rec in first:
-            raise UserError(f"{where}: '{rec}' appears twice (first on line {first[rec]}); ids must be unique")
-        first[rec] = number
         out[rec] = _resolve(folder, value)
     return out
 
