@@ -1,6 +1,6 @@
 """The distillation config: one YAML file of typed sections, plus dotted overrides on the command line.
 
-    teacher, student, lora, loss (with loss.taid), optim, train, data, eval, output, cache
+    teacher, student, lora, loss (with loss.taid), optim, train, data (with data.augment), eval, output, cache
 
 Every key has a type and a default (the dataclasses below are the schema; docs/distill.md lists them).
 ``load_config("run.yaml", ["optim.lr=1e-4", "student.decoder_layers=[0,3]"])`` reads the file, applies the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import field
 from pathlib import Path
 from typing import Literal
@@ -124,6 +125,26 @@ class TrainConfig:
 
 
 @dataclass(config=SCHEMA)
+class AugmentConfig:
+    """Augmented copies of every training utterance (docs/data.md, "Augmentation"); mirrors
+    :class:`whisperkd.data.augment.AugmentSettings`. Probabilities are per copy; ranges are [low, high]."""
+
+    copies: StrictInt = 0  # augmented copies next to each clean training utterance (0 = off)
+    seed: StrictInt = 0  # with the utterance id and copy index, decides every draw
+    noise_prob: StrictFloat = 0.5  # white Gaussian noise at an SNR drawn from noise_snr_db
+    noise_snr_db: list[StrictFloat] = field(default_factory=lambda: [10.0, 30.0])
+    speed_prob: StrictFloat = 0.5  # Kaldi-style speed perturbation (tempo and pitch), never past 30 s
+    speed_range: list[StrictFloat] = field(default_factory=lambda: [0.9, 1.1])
+    reverb_prob: StrictFloat = 0.3  # synthetic room impulse response with an RT60 drawn from reverb_rt60
+    reverb_rt60: list[StrictFloat] = field(default_factory=lambda: [0.2, 0.8])
+    specaugment_prob: StrictFloat = 0.5  # SpecAugment; mask_* mean what transformers' WhisperConfig's do
+    mask_time_prob: StrictFloat = 0.05
+    mask_time_length: StrictInt = 10
+    mask_feature_prob: StrictFloat = 0.0
+    mask_feature_length: StrictInt = 10
+
+
+@dataclass(config=SCHEMA)
 class DataConfig:
     """Training and dev data: a manifest (.jsonl/.csv), LibriSpeech tree, Kaldi data folder or HF save_to_disk
     folder."""
@@ -140,6 +161,7 @@ class DataConfig:
     memo_size: StrictInt = 0  # keep up to N decoded training examples (log-mel + tokens, ~1 MB each) in memory
     labels: Literal["text", "original", "both"] = "text"  # with a `whisperkd label` manifest: pseudo-labels
     # (text), the ground truth kept in text_original (original), or both as two examples (both)
+    augment: Section[AugmentConfig] = field(default_factory=AugmentConfig)  # training data only
 
 
 @dataclass(config=SCHEMA)
@@ -249,6 +271,17 @@ def _check(cfg: Config) -> Config:
     need(d.memo_size >= 0, "data.memo_size", "must be 0 (off) or a positive count")
     need(d.memo_size == 0 or d.num_workers == 0, "data.memo_size", "needs data.num_workers=0 (workers cannot "
          "share the memo)")
+    a = d.augment
+    need(a.copies >= 0, "data.augment.copies", "must be 0 (off) or a positive count")
+    for key in ("noise_prob", "speed_prob", "reverb_prob", "specaugment_prob", "mask_time_prob", "mask_feature_prob"):
+        need(0 <= getattr(a, key) <= 1, f"data.augment.{key}", "must be a probability in [0, 1]")
+    for key, low, example in (("noise_snr_db", -math.inf, "[10, 30] dB"), ("speed_range", 0, "[0.9, 1.1]"),
+                              ("reverb_rt60", 0, "[0.2, 0.8] s")):
+        pair = getattr(a, key)
+        need(len(pair) == 2 and low < pair[0] <= pair[1], f"data.augment.{key}",
+             f"give [low, high] with {'' if low < 0 else '0 < '}low <= high, e.g. {example}")
+    need(1 <= a.mask_time_length <= 3000, "data.augment.mask_time_length", "must be in 1..3000 (log-mel frames)")
+    need(1 <= a.mask_feature_length <= 80, "data.augment.mask_feature_length", "must be in 1..80 (mel bins)")
     need(e.every >= 0, "eval.every", "must be 0 (only at the end) or positive")
     need(e.max_utterances >= 1 and e.batch_size >= 1, "eval.max_utterances", "max_utterances, batch_size >= 1")
     need(bool(out.dir.strip()), "output.dir", "empty; give a run folder such as runs/tiny")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from torch.utils.data import DataLoader, Dataset
 
 from whisperkd.data.audio import AudioSkip, DurationFilter, load_utterance
+from whisperkd.data.augment import AugmentedUtterance, feature_frames
 from whisperkd.data.collate import MAX_TARGET_POSITIONS, TokenEncoder, WhisperCollator, log_mel
 from whisperkd.data.sampler import SeededBatchSampler
 from whisperkd.data.skiplog import SkipLog
@@ -15,7 +16,9 @@ from whisperkd.data.utterance import Utterance
 
 
 class SpeechDataset(Dataset):
-    """Examples ``{id, text, input_features, tokens}``; an unusable utterance is logged and gives ``None``."""
+    """Examples ``{id, text, input_features, tokens}``; an unusable utterance is logged and gives ``None``.
+    An augmented copy (:class:`~whisperkd.data.augment.AugmentedUtterance`) gets its effects on the samples and
+    on the log-mel; its tokens are those of its transcript, as for any utterance."""
 
     def __init__(self, utterances: Sequence[Utterance], processor, skiplog: SkipLog | None = None,
                  durations: DurationFilter | None = DurationFilter(), source: str = "data",
@@ -37,8 +40,13 @@ class SpeechDataset(Dataset):
         except AudioSkip as skip:
             self.skiplog.add(self.source, utt.id, utt.path, skip.reason, skip.detail)
             return None
-        return {"id": utt.id, "text": utt.text, "input_features": log_mel(self.feature_extractor, audio),
-                "tokens": tokens}
+        if not isinstance(utt, AugmentedUtterance):
+            return {"id": utt.id, "text": utt.text, "input_features": log_mel(self.feature_extractor, audio),
+                    "tokens": tokens}
+        audio = utt.augment_audio(audio)
+        features = log_mel(self.feature_extractor, audio)
+        features = utt.augment_features(features, feature_frames(audio.shape[0], self.feature_extractor.hop_length))
+        return {"id": utt.id, "text": utt.text, "input_features": features, "tokens": tokens}
 
 
 class SkippingDataLoader(DataLoader):

@@ -6,6 +6,7 @@ The dry run (sizing from the config alone) is :mod:`whisperkd.distill.dry_run`; 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from transformers import BitsAndBytesConfig, WhisperForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutput
 
 from whisperkd.config import Config
+from whisperkd.data.augment import AugmentSettings, augmented_copies
 from whisperkd.data.pseudo_label import read_labelled
 from whisperkd.data.sources import open_source
 from whisperkd.data.splits import split_by_speaker
@@ -188,7 +190,9 @@ def build_models(cfg: Config, teacher=None, processor=None) -> Built:
 # ---------------------------------------------------------------- data
 
 def read_splits(cfg: Config) -> tuple[list, list]:
-    """Training utterances and the fixed dev subset (``eval.max_utterances``, seeded choice)."""
+    """Training utterances and the fixed dev subset (``eval.max_utterances``, seeded choice). With
+    ``data.augment.copies`` N > 0 the training list holds every utterance once clean, then N augmented copies
+    (:func:`whisperkd.data.augment.augmented_copies`); dev data is never augmented."""
     d = cfg.data
     if d.train is None:
         raise UserError("config data.train: required to train; give a manifest (.jsonl/.csv), a LibriSpeech folder, "
@@ -213,4 +217,9 @@ def read_splits(cfg: Config) -> tuple[list, list]:
         raise UserError(f"config data.train: {d.train} holds no utterances")
     if len(dev) > cfg.eval.max_utterances:
         dev = random.Random(d.split_seed).sample(dev, cfg.eval.max_utterances)
-    return train, dev
+    return list(augmented_copies(train, augment_settings(cfg))), dev
+
+
+def augment_settings(cfg: Config) -> AugmentSettings:
+    """The config's ``data.augment`` section as the data layer's :class:`~whisperkd.data.augment.AugmentSettings`."""
+    return AugmentSettings(**dataclasses.asdict(cfg.data.augment))

@@ -15,6 +15,9 @@ student will see (:mod:`whisperkd.data.collate`):
 
 The cache is keyed (:mod:`whisperkd.distill.cache.key`) by the teacher weights, the data (ids, texts, audio
 identity), the label token sequences and every setting; a changed input is rebuilt or refused, never reused.
+An augmented copy (``data.augment``) is computed on its augmented audio and log-mel, like the online teacher
+sees it, in a split of its own per copy index whose key covers the augmentation settings
+(:func:`~whisperkd.distill.cache.store.cache_splits`).
 Shards are written atomically, so an interrupted build resumes where it stopped. Layout:
 :mod:`whisperkd.distill.cache.store`. Settings: the config's ``cache:`` section
 (:class:`whisperkd.config.CacheConfig`) and the :class:`~whisperkd.distill.cache.key.CachePlan` derived from the
@@ -208,6 +211,7 @@ def build_cache(teacher, processor, splits: Mapping[str, Sequence[Utterance]], c
     on_stale = on_stale or cache.on_stale
     if on_stale not in ON_STALE:
         raise UserError(f"on_stale: got {on_stale!r}; use one of {', '.join(ON_STALE)}")
+    splits = store.cache_splits(splits)  # augmented copies: a split of their own per copy index
     _check_splits(splits)
     cache_dir = Path(cache_dir)
     teacher.eval()
@@ -329,6 +333,7 @@ def check_cache(cache_dir: str | Path, teacher, processor, splits: Mapping[str, 
     meta = store.read_meta(cache_dir)
     if meta is None:
         return [f"{cache_dir}: no teacher cache"]
+    splits = store.cache_splits(splits)
     parts = key_parts(teacher, processor, splits, cache or CacheConfig(), plan or CachePlan(), student_encoder,
                       teacher_hash)
     if meta.get("key") != keys.cache_key(parts):

@@ -21,6 +21,7 @@ import torch
 
 from whisperkd.config import CacheConfig, Config
 from whisperkd.data.audio import DurationFilter
+from whisperkd.data.augment import AugmentedUtterance
 from whisperkd.data.collate import MAX_TARGET_POSITIONS, TokenEncoder, decoder_prompt_ids
 from whisperkd.data.utterance import Utterance
 from whisperkd.errors import UserError
@@ -122,12 +123,15 @@ def audio_identity(utt: Utterance, how: str = "stat") -> str:
 
 def utterance_fingerprints(utterances: Sequence[Utterance], audio: str = "stat") -> list[str]:
     """One short hash per utterance over (id, text, audio identity), in order; a segment's bounds (start, end) are
-    added only when set, so the hashes of whole-file utterances (and the keys of existing caches) do not change."""
+    added only when set, and an augmented copy's index and settings only for copies, so the hashes of clean
+    whole-file utterances (and the keys of existing caches) do not change."""
     out = []
     for utt in utterances:
         fields = [utt.id, utt.text, audio_identity(utt, audio)]
         if utt.is_segment:
             fields += [utt.start, utt.end]
+        if isinstance(utt, AugmentedUtterance):
+            fields.append({"augment": utt.augment_identity()})
         record = json.dumps(fields, ensure_ascii=False)
         out.append(hashlib.sha256(record.encode()).hexdigest()[:16])
     return out
@@ -189,7 +193,9 @@ def describe_changes(old: dict, new: dict) -> list[str]:
             changes.append(f"{split} data: {len(a_items)} -> {len(b_items)} utterances")
         elif a_items != b_items:
             n = sum(x != y for x, y in zip(a_items, b_items))
-            changes.append(f"{split} data: {n} of {len(a_items)} utterances differ (id, text or audio)")
+            copies = split.rpartition("-aug")[2].isdigit()  # a split of augmented copies (store.cache_splits)
+            what = "id, text, audio or augmentation" if copies else "id, text or audio"
+            changes.append(f"{split} data: {n} of {len(a_items)} utterances differ ({what})")
         else:
             changes.append(f"{split} labels: the token sequences differ (tokenizer or label settings)")
     return changes

@@ -72,10 +72,11 @@ class CachedTeacher:
     stored float32 final decoder states and output projection (one matmul per batch; any temperature, TAID
     too). ``logits="topk"``: the stored top-k log-probabilities at the cache's temperature (the KL is then the
     tail-bucket approximation of docs/losses.md; docs/cache.md measures how far it is from the full KL).
-    ``splits``: the cached split(s) to look utterances up in (None: all, so one object serves training and
-    dev evaluation). ``temperature``: the training temperature (checked in top-k mode). Tensors come out on
-    ``out_device`` (float32 logits/log-probs, int64 ids; hidden states and encoder outputs in ``out_dtype``,
-    default float32). A batch whose labels differ from the cached ones is refused (stale cache).
+    ``splits``: the cached split(s) to look utterances up in, with their augmented copies' splits (None: all, so
+    one object serves training and dev evaluation). ``temperature``: the training temperature (checked in top-k
+    mode). Tensors come out on ``out_device`` (float32 logits/log-probs, int64 ids; hidden states and encoder
+    outputs in ``out_dtype``, default float32). A batch whose labels differ from the cached ones is refused
+    (stale cache).
     """
 
     def __init__(self, cache_dir: str | Path, splits: str | Sequence[str] | None,
@@ -89,6 +90,7 @@ class CachedTeacher:
         unknown = [n for n in names if n not in available]
         if unknown:
             raise UserError(f"{self.where}: no split {unknown[0]!r} (has: {', '.join(available)})")
+        names += [m for n in list(names) for m in store.copy_splits(n, available) if m not in names]
         check_needs(self.meta, needs, temperature, self.where, logits)
         self.needs, self.mode = needs, logits
         self.splits = [store.CacheSplit(self.cache_dir / n) for n in names]
@@ -174,7 +176,8 @@ class CachedSpeechDataset(Dataset):
     cache, no audio: :class:`~whisperkd.data.collate.WhisperCollator` batches it with ``input_features=None``. An utterance the build skipped (unreadable audio, outside the duration filter, too many tokens:
     the cache's ``skipped.jsonl``) gives None and is recorded in ``skiplog`` under ``source``, as SpeechDataset
     does; one the cache does not know at all is a stale cache (UserError). The cache must hold the frozen encoder
-    outputs (the student's decoder reads them instead of audio features)."""
+    outputs (the student's decoder reads them instead of audio features). An augmented copy is read from its
+    own cached split (``<split>-aug<k>``), whose encoder outputs are those of the augmented input."""
 
     def __init__(self, cache_dir: str | Path, utterances: Sequence[Utterance], split: str = "train",
                  skiplog: SkipLog | None = None, source: str = "train"):
@@ -184,23 +187,33 @@ class CachedSpeechDataset(Dataset):
             raise UserError(f"teacher cache {cache_dir}: no frozen-encoder outputs stored, so training from it "
                             "still needs the audio; such a cache serves a student that keeps the teacher's "
                             "whole encoder frozen")
+        self.cache_dir, self.name = cache_dir, split
         self.split = store.CacheSplit(cache_dir / split)
+        self.splits = {split: self.split}  # and the augmented copies' splits, opened when first read
         self.pad_id = int(meta["parts"]["labels"]["eot"])
         self.utterances, self.skiplog, self.source = utterances, skiplog, source
+        names = {split, *store.copy_splits(split, meta.get("complete", {}))}
         self.skipped = {r["id"]: r for r in SkipLog(cache_dir, filename=store.SKIPPED_FILE).records()
-                        if r["source"] == split}
+                        if r["source"] in names}
 
     def __len__(self) -> int:
         return len(self.utterances)
 
+    def _split(self, utt: Utterance) -> store.CacheSplit:
+        name = store.split_of(self.name, utt)
+        if name not in self.splits:
+            self.splits[name] = store.CacheSplit(self.cache_dir / name)
+        return self.splits[name]
+
     def __getitem__(self, index: int) -> dict | None:
         utt = self.utterances[index]
-        if utt.id not in self.split and utt.id in self.skipped:
+        split = self._split(utt)
+        if utt.id not in split and utt.id in self.skipped:
             record = self.skipped[utt.id]
             if self.skiplog is not None:
                 self.skiplog.add(self.source, utt.id, utt.path, record["reason"], record.get("detail", ""))
             return None
-        row = self.split.get(utt.id, ("labels", "decoder_input_ids"))
+        row = split.get(utt.id, ("labels", "decoder_input_ids"))
         tokens = torch.cat([row["decoder_input_ids"], row["labels"][-1:]])  # labels are the inputs shifted by one
         return {"id": utt.id, "text": utt.text, "tokens": tokens}
 

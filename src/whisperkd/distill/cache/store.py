@@ -7,7 +7,12 @@ CACHE_DIR/
   skipped.jsonl               utterances that could not be cached (unreadable audio, too many tokens)
   <split>/shard-00000.safetensors
   <split>/index.json          utterance id -> [shard, row, token offset, token count]
+  <split>-aug<k>/...          copy k of every utterance of <split> (data.augment.copies), a split of its own
 ```
+
+Augmented copies (:class:`whisperkd.data.augment.AugmentedUtterance`) are cached in a split of their own per
+copy index (:func:`cache_splits`), keyed like any split: changing an augmentation setting makes those splits
+stale and leaves the clean one as it is; adding a copy computes only the new one.
 
 A shard holds the utterances ``shard_size * i ...`` of its split (manifest order) that were usable. Tensors,
 with ``T`` = the shard's counted label positions of all its utterances packed end to end:
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -36,6 +42,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from whisperkd.data.atomic import atomic_path, atomic_write_text
+from whisperkd.data.augment import AugmentedUtterance
+from whisperkd.data.utterance import Utterance
 from whisperkd.errors import UserError
 
 CACHE_FILE = "cache.json"
@@ -45,6 +53,30 @@ SHARD_GLOB = "shard-*.safetensors"
 TOKEN_TENSORS = ("topk_logprobs", "topk_indices", "final_states", "labels", "decoder_input_ids", "hidden_states")
 PROJECTION_FILE = "output_projection.safetensors"
 UTTERANCE_TENSORS = ("encoder_outputs",)
+
+
+def split_of(split: str, utt: Utterance) -> str:
+    """The cached split that holds ``utt`` of run split ``split``: ``split`` itself, or ``<split>-aug<k>`` for
+    augmented copy k."""
+    return f"{split}-aug{utt.copy}" if isinstance(utt, AugmentedUtterance) else split
+
+
+def copy_splits(split: str, names) -> list[str]:
+    """The cached splits among ``names`` that hold augmented copies of ``split``."""
+    prefix = f"{split}-aug"
+    return [n for n in names if n.startswith(prefix) and n[len(prefix):].isdigit()]
+
+
+def cache_splits(splits: Mapping[str, Sequence[Utterance]]) -> dict[str, list[Utterance]]:
+    """The run's splits as cached: each split's clean utterances under its own name, its augmented copies under
+    ``<split>-aug<k>`` (one split per copy index, in order). Without copies: the splits as they are."""
+    out: dict[str, list[Utterance]] = {}
+    for name, utts in splits.items():
+        out[name] = [u for u in utts if not isinstance(u, AugmentedUtterance)]
+        for utt in utts:
+            if isinstance(utt, AugmentedUtterance):
+                out.setdefault(split_of(name, utt), []).append(utt)
+    return out
 
 
 def shard_name(index: int) -> str:
