@@ -17,7 +17,7 @@ LAYERS = [
     ("config", "config_schema", "config_yaml"),
     ("distill", "evaluate"),  # siblings: neither imports the other
     ("tuning",),
-    ("commands", "cli", "demo", "demo_settings", "__main__"),
+    ("commands", "cli", "demo", "demo_real", "demo_settings", "__main__"),
 ]
 LAYER = {name: depth for depth, names in enumerate(LAYERS) for name in names}
 SIBLINGS = {"distill", "evaluate"}  # stages of one layer that must not import each other

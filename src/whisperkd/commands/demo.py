@@ -17,6 +17,9 @@ def register(sub) -> None:
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
     p.add_argument("--real-speech", type=Path, default=None,
                    help="folder with manifest.jsonl of real clips (default: the six packaged public-domain clips)")
+    p.add_argument("--real-corpus", default=None, metavar="DIR|none",
+                   help="real speech for training and dev: a folder with train/ and dev/ data sources (default: "
+                        "$WHISPERKD_REAL_CORPUS, else ../shared/data/speechocean762 when present); none: synthetic only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.max_steps=400")
     p.set_defaults(func=run)
@@ -26,5 +29,5 @@ def run(args) -> int:
     from whisperkd.demo import run_demo  # the whole pipeline: imported only when the demo runs
 
     run_demo(args.config or DEFAULT_CONFIG, args.size, args.workdir, args.seed,
-             args.real_speech or REAL_SPEECH, tuple(args.overrides))
+             args.real_speech or REAL_SPEECH, tuple(args.overrides), args.real_corpus)
     return 0

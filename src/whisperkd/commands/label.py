@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--encoder-window", default=None, metavar="auto|SECONDS",
+                   help="encoder window shorter than 30 s: seconds, or auto (shortest multiple of 5 s per batch)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -35,6 +37,7 @@ def run(args) -> int:
     from whisperkd.data.sources import open_source
     from whisperkd.models.loading import load_model, load_processor
     from whisperkd.data.pseudo_label import pseudo_label, write_labelled_manifest
+    from whisperkd.models.window import window_option
 
     if args.out.suffix.lower() != ".jsonl":
         raise UserError(f"--out {args.out}: write a .jsonl manifest (it keeps text_original and wer per line)")
@@ -42,6 +45,7 @@ def run(args) -> int:
         raise UserError(f"--max-wer: got {args.max_wer}; use a fraction such as 0.1")
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
+    window = window_option(args.encoder_window)
     source = open_source(args.data, split=args.split)
     utterances = list(source.utterances[: args.limit] if args.limit else source.utterances)
     if not utterances:
@@ -53,7 +57,7 @@ def run(args) -> int:
     skiplog = SkipLog(out.parent, reset=True, filename=f"{out.stem}.skipped.jsonl")
     report = pseudo_label(model, processor, utterances, batch_size=args.batch_size, max_wer=args.max_wer,
                           skiplog=skiplog, audio_dir=out.parent / f"{out.stem}_audio",
-                          progress=not args.no_progress, model_name=str(args.model))
+                          progress=not args.no_progress, model_name=str(args.model), window=window)
     report.out = write_labelled_manifest(out, report.rows)
     print(report.summary())
     if report.dropped_wer or report.dropped_empty or report.skipped_audio:

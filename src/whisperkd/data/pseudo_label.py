@@ -94,12 +94,13 @@ def _audio_file(utt: Utterance, audio: np.ndarray, audio_dir: Path | None) -> Pa
 def pseudo_label(model, processor, utterances: Sequence[Utterance], batch_size: int = 8,
                  max_wer: float | None = None, durations: DurationFilter | None = DurationFilter(0.0, 30.0),
                  skiplog: SkipLog | None = None, audio_dir: Path | None = None, progress: bool = True,
-                 model_name: str = "") -> LabelReport:
+                 model_name: str = "", window: str | int | None = None) -> LabelReport:
     """Transcribe ``utterances`` with ``model`` (greedy, batched, English) and filter by WER.
 
     Returns a report whose ``rows`` are the kept manifest rows (in input order): ``text`` = the transcript,
     ``text_original`` and ``wer`` when the utterance had a ground-truth text. An utterance is dropped when its
-    normalised WER exceeds ``max_wer`` (None: never) or its transcript is empty.
+    normalised WER exceeds ``max_wer`` (None: never) or its transcript is empty. ``window``: the encoder window
+    (:mod:`whisperkd.models.window`; None = 30 s, "auto" = per batch).
     """
 
     if batch_size < 1:
@@ -125,7 +126,7 @@ def pseudo_label(model, processor, utterances: Sequence[Utterance], batch_size: 
                 chunk.append(int(i))
                 audios.append(audio)
             if audios:
-                texts = transcribe_arrays(model, processor, audios, batch_size=len(audios))
+                texts = transcribe_arrays(model, processor, audios, batch_size=len(audios), window=window)
                 for i, audio, text in zip(chunk, audios, texts):
                     results[i] = {"text": text, "audio": audio}
                     report.audio_seconds += len(audio) / SAMPLE_RATE
