@@ -13,6 +13,7 @@ from whisperkd.data.manifest import read_manifest, write_manifest
 from whisperkd.data.utterance import Utterance
 from whisperkd.demo_real import (find_real_corpus, hash_order, mix_manifests, real_dev_subsets,
                                  training_utterances)
+from whisperkd.distill.dev_eval import part_wers
 from whisperkd.errors import UserError
 
 
@@ -86,3 +87,12 @@ def test_mix_prefixes_ids_and_keeps_audio(tmp_path):
     mixed = read_manifest(mix_manifests({"synthetic": a, "real": b}, tmp_path / "m" / "manifest.jsonl"))
     assert [(u.id, u.text) for u in mixed] == [("synthetic/packed-00000", "a"), ("real/packed-00000", "b")]
     assert [u.path.resolve() for u in mixed] == [(tmp_path / "a" / "x.wav").resolve(), (tmp_path / "b" / "x.wav").resolve()]
+
+
+def test_mixed_dev_set_gets_a_wer_per_part():
+    ids = ["synthetic/a", "real/b", "real/c"]
+    refs = ["the cat sat", "good morning", "we call it bear"]
+    hyps = ["the cat sat", "good", "we call it a bear"]  # real: 1 deletion + 1 insertion in 6 words
+    assert part_wers(ids, refs, hyps) == {"wer_real": pytest.approx(2 / 6), "wer_synthetic": 0.0}
+    assert part_wers(["a", "real/b"], refs[:2], hyps[:2]) == {}  # an id without a part: no breakdown
+    assert part_wers(["real/b", "real/c"], refs[1:], hyps[1:]) == {}  # one part only

@@ -1,7 +1,9 @@
 """Dev evaluation during distillation: dev loss (each part) and greedy dev WER.
 
 WER is :func:`whisperkd.text.wer` after Whisper's English normaliser, over the whole subset (the same
-function ``whisperkd evaluate`` and pseudo-labelling use).
+function ``whisperkd evaluate`` and pseudo-labelling use). A dev set mixed from parts (ids ``part/...``, as the
+demo's synthetic + real dev set) also gets each part's WER (``wer_<part>``); the best checkpoint is chosen by the
+WER over the whole subset.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def evaluate(model, teacher, batches: list[dict], processor, loss_fn: Callable, 
     model.eval()
     totals: dict[str, float] = {}
     tokens = 0
-    refs, hyps = [], []
+    refs, hyps, ids = [], [], []
     for batch in batches:
         teacher_batch = teacher(batch)
         with autocast():
@@ -60,9 +62,26 @@ def evaluate(model, teacher, batches: list[dict], processor, loss_fn: Callable, 
             with autocast():
                 hyps += greedy_transcripts(model.whisper, processor, batch, teacher_batch.encoder_hidden_states)
             refs += list(batch["texts"])
+            ids += list(batch["ids"])
     result = {f"dev_{key}": value / max(tokens, 1) for key, value in totals.items()}
     result["utterances"] = sum(len(b["ids"]) for b in batches)
     if wer:
         result["wer"] = word_error_rate(refs, hyps, normalized=False) if refs else float("nan")
+        result.update(part_wers(ids, refs, hyps))
         result["examples"] = [{"ref": r, "hyp": h} for r, h in zip(refs[:examples], hyps[:examples])]
     return result
+
+
+def part_wers(ids: list[str], refs: list[str], hyps: list[str]) -> dict[str, float]:
+    """``{"wer_<part>": WER}`` for each part of a dev set whose ids are ``part/...``; empty unless every id has a
+    part and there are at least two parts."""
+    parts: dict[str, tuple[list[str], list[str]]] = {}
+    for uid, ref, hyp in zip(ids, refs, hyps):
+        if "/" not in uid:
+            return {}
+        part = parts.setdefault(uid.split("/", 1)[0], ([], []))
+        part[0].append(ref)
+        part[1].append(hyp)
+    if len(parts) < 2:
+        return {}
+    return {f"wer_{name}": word_error_rate(r, h, normalized=False) for name, (r, h) in sorted(parts.items())}
