@@ -30,7 +30,7 @@ from whisperkd.data.synth import synthesize_corpus
 from whisperkd.data.text import exclude_overlap
 from whisperkd.data.voices import resolve_voices, split_voices
 from whisperkd.demo_real import find_real_corpus, mix_manifests, prepare_real_train, real_dev_subsets
-from whisperkd.demo_settings import DEFAULT_CONFIG, REAL_SPEECH, SIZES, DemoSize
+from whisperkd.demo_settings import DEFAULT_CONFIG, REAL_LABELS, REAL_MAX_WER, REAL_SPEECH, SIZES, DemoSize
 from whisperkd.distill.trainer import train
 from whisperkd.errors import UserError
 from whisperkd.evaluate.report import write_report
@@ -119,7 +119,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def add_real_speech(cfg, corpus: Path, out: Path, size: DemoSize, seed: int, manifests: dict[str, Path],
-                    labels: str = "pseudo", max_wer: float | None = None) -> dict[str, Path]:
+                    labels: str = REAL_LABELS, max_wer: float | None = REAL_MAX_WER) -> dict[str, Path]:
     """Mix the real corpus into the demo's manifests: ``train`` (synthetic + real windows), ``dev`` (synthetic +
     real selection subset), and a new ``real_dev`` for the table."""
     _log(f"real corpus {corpus}: labelling {size.real_train_utterances} training utterances with the teacher")

@@ -36,6 +36,11 @@ class DemoSize:
     real_dev_report: int = 0  # other real dev utterances, evaluated for the table
 
 
+# Real training speech: the teacher's transcripts, an utterance dropped when they are more than 20 % off the corpus
+# text (distil-whisper's filter; docs/demo.md, "Real speech").
+REAL_LABELS = "pseudo"
+REAL_MAX_WER = 0.2
+
 SIZES = {
     "full": DemoSize(1600, 48, 80, 1, False, (), real_train_utterances=1000, real_dev_select=48, real_dev_report=100),
     "quick": DemoSize(240, 16, 24, 1, False, ("train.max_steps=120", "train.batch_size=2", "optim.warmup_steps=10",
