@@ -32,6 +32,9 @@ def register(sub) -> None:
                    help="skip the batch-size-1 latency pass (it costs one more pass per repeat)")
     p.add_argument("--loop-guard", action="store_true",
                    help="cut a transcript where a word 4-gram starts for the 3rd time (repetition loops)")
+    p.add_argument("--fallback", action="store_true",
+                   help="HF models: Whisper's temperature fallback (decode again, sampling at 0.2 ... 1.0, the "
+                        "utterances whose greedy decode compresses too well or is too unlikely); default: greedy")
     p.add_argument("--encoder-window", default=None, metavar="auto|SECONDS",
                    help="run HF models' encoders on a shorter window than 30 s: a number of seconds, or auto (per "
                         "batch, the shortest multiple of 5 s that holds its longest audio); default 30 s")
@@ -51,6 +54,7 @@ def run(args) -> int:
 
     from whisperkd.evaluate.runner import evaluate_models
     from whisperkd.evaluate.tables import metrics_markdown
+    from whisperkd.models.decode import Fallback
     from whisperkd.models.window import window_option
 
     if args.batch_size < 1 or args.repeats < 1 or (args.limit is not None and args.limit < 1):
@@ -60,7 +64,8 @@ def run(args) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else None
     metrics = evaluate_models(args.models, args.data, out, batch_size=args.batch_size, repeats=args.repeats,
                               limit=args.limit, device=args.device, dtype=dtype, latency=args.latency,
-                              loop_guard=args.loop_guard, encoder_window=window)
+                              loop_guard=args.loop_guard, encoder_window=window,
+                              fallback=Fallback() if args.fallback else None)
     print(metrics_markdown(metrics))
     print(f"wrote {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'utterances.jsonl'}")
     return 0

@@ -5,7 +5,8 @@
 - a CTranslate2 (faster-whisper) directory (it holds ``model.bin``), run with ``ctranslate2.models.Whisper``.
 
 Both decode greedily in English from log-mel features of audio padded to 30 s (HF's WhisperFeatureExtractor)
-with the same token cap, :func:`whisperkd.models.decode.max_new_tokens_for` (looked up at call time).
+with the same token cap, :func:`whisperkd.models.decode.max_new_tokens_for` (looked up at call time). HF models
+can decode with Whisper's temperature fallback instead (``fallback``); CTranslate2 ones cannot.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class HFWhisper:
     kind = "hf"
     loop_guard = False  # cut repetition loops out of the text (whisperkd.evaluate.loops)
     encoder_window: str | int | None = None  # None: 30 s; seconds or "auto" (whisperkd.models.window)
+    fallback: _transcribe.Fallback | None = None  # None: greedy; else Whisper's temperature fallback
+    last_decoded: list | None = None  # with a fallback: how each utterance of the last call was decoded
 
     def __init__(self, spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
         source = resolve(spec)
@@ -77,9 +80,11 @@ class HFWhisper:
         self.disk_bytes = directory_size(self.path)
 
     def transcribe(self, audios: list[np.ndarray]) -> list[str]:
+        self.last_decoded = [] if self.fallback else None
         return _guarded(self, _transcribe.transcribe_arrays(self.model, self.processor, audios,
                                                             batch_size=max(1, len(audios)),
-                                                            window=self.encoder_window))
+                                                            window=self.encoder_window, fallback=self.fallback,
+                                                            decoded=self.last_decoded))
 
 
 def _ct2_vocab_size(path: Path) -> int:
@@ -184,19 +189,23 @@ class CT2Whisper:
 
 
 def open_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None, loop_guard: bool = False,
-               encoder_window: str | int | None = None):
+               encoder_window: str | int | None = None, fallback: _transcribe.Fallback | None = None):
     """An :class:`HFWhisper` or :class:`CT2Whisper` for ``spec``; UserError when it cannot be loaded.
     ``loop_guard``: cut repetition loops out of every transcript (whisperkd.evaluate.loops);
-    ``encoder_window``: seconds or "auto" for HF models (whisperkd.models.window); CTranslate2 refuses it."""
+    ``encoder_window``: seconds or "auto" for HF models (whisperkd.models.window); CTranslate2 refuses it;
+    ``fallback``: Whisper's temperature fallback (whisperkd.models.decode.Fallback), HF models only."""
     if is_ct2_dir(Path(spec).expanduser()):
         if encoder_window is not None:
             raise UserError(f"{spec}: --encoder-window works with HF models only; CTranslate2 always uses 30 s")
+        if fallback is not None:
+            raise UserError(f"{spec}: --fallback works with HF models only; CTranslate2 models decode greedily")
         engine = CT2Whisper(spec, device=device)
     else:
         if dtype is None:
             dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
         engine = HFWhisper(spec, device=device, dtype=dtype)
         engine.encoder_window = encoder_window
+        engine.fallback = fallback
     engine.loop_guard = loop_guard
     return engine
 

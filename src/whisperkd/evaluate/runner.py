@@ -8,6 +8,7 @@ their speed ratio stays fair. Outputs in ``out_dir``: ``metrics.json``, ``metric
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import importlib.metadata
 import json
@@ -30,6 +31,7 @@ from whisperkd.evaluate import memory
 from whisperkd.evaluate.engines import is_ct2_dir, model_label, open_model
 from whisperkd.evaluate.speed import clock, speed_stats
 from whisperkd.evaluate.tables import metrics_markdown
+from whisperkd.models.decode import Fallback
 from whisperkd.models.loading import resolve
 from whisperkd.text import Errors, corpus_errors, errors, normalize
 
@@ -150,7 +152,8 @@ def measure_set(engines: dict, ev: EvalSet, batch_size: int, repeats: int, laten
     labels = list(engines)
     batches = _batches(len(ev.audios), batch_size)
     out = {label: {"texts": [None] * len(ev.audios), "pass_seconds": [], "batch_seconds": [None] * len(ev.audios),
-                   "latency": [[] for _ in ev.audios], "memory": {}} for label in labels}
+                   "latency": [[] for _ in ev.audios], "memory": {}, "decoded": [None] * len(ev.audios)}
+           for label in labels}
     first = [ev.audios[i] for i in batches[0]]
     for label in labels:  # warm-up (untimed): also where the working memory is measured
         with memory.PeakRSS() as rss, memory.PeakCuda(device) as gpu:
@@ -165,10 +168,12 @@ def measure_set(engines: dict, ev: EvalSet, batch_size: int, repeats: int, laten
             for label in (labels if (b + r) % 2 == 0 else labels[::-1]):
                 texts, seconds = _timed(engines[label], audios, device)
                 totals[label] += seconds
-                for i, text in zip(idx, texts):
+                decoded = getattr(engines[label], "last_decoded", None) or [None] * len(texts)
+                for i, text, how in zip(idx, texts, decoded):
                     if r == 0:
                         out[label]["texts"][i] = text
                         out[label]["batch_seconds"][i] = seconds
+                        out[label]["decoded"][i] = how
                     if batch_size == 1:
                         out[label]["latency"][i].append(seconds)
         for label in labels:
@@ -180,6 +185,15 @@ def measure_set(engines: dict, ev: EvalSet, batch_size: int, repeats: int, laten
                 for label in (labels if (i + r) % 2 == 0 else labels[::-1]):
                     out[label]["latency"][i].append(_timed(engines[label], [audio], device)[1])
     return out
+
+
+def fallback_summary(decoded: list) -> dict | None:
+    """How many utterances the temperature fallback decoded again, left empty as no speech, or kept although
+    even the last temperature failed; None without a fallback."""
+    if not decoded or None in decoded:
+        return None
+    return {"redecoded": sum(d.decodes > 1 for d in decoded), "no_speech": sum(d.skipped for d in decoded),
+            "failed_all": sum(not d.passed for d in decoded), "utterances": len(decoded)}
 
 
 def _errors_dict(e: Errors) -> dict:
@@ -228,10 +242,11 @@ def add_ratios(results: list[dict]) -> None:
 def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: str | Path, batch_size: int = 8,
                     repeats: int = 3, limit: int | None = None, device: str | None = None,
                     dtype: torch.dtype | None = None, latency: bool = True, loop_guard: bool = False,
-                    encoder_window: str | int | None = None) -> dict:
+                    encoder_window: str | int | None = None, fallback: Fallback | None = None) -> dict:
     """Evaluate every model on every set; write metrics.json, metrics.md and utterances.jsonl in ``out_dir``.
     ``loop_guard``: cut repetition loops out of every transcript before scoring (whisperkd.evaluate.loops);
-    ``encoder_window``: run HF models' encoders on a shorter window (whisperkd.models.window).
+    ``encoder_window``: run HF models' encoders on a shorter window (whisperkd.models.window);
+    ``fallback``: Whisper's temperature fallback for HF models (whisperkd.models.decode.Fallback).
 
     Returns the metrics dictionary written to ``metrics.json``; progress goes to this module's logger.
     """
@@ -264,7 +279,8 @@ def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: 
         logger.info(f"loading {spec} ...")
         memory.release_free_memory()
         rss0, gpu0 = memory.current_rss(), memory.cuda_allocated(device)
-        engine = open_model(spec, device=device, dtype=dtype, loop_guard=loop_guard, encoder_window=encoder_window)
+        engine = open_model(spec, device=device, dtype=dtype, loop_guard=loop_guard, encoder_window=encoder_window,
+                            fallback=fallback)
         rss1, gpu1 = memory.current_rss(), memory.cuda_allocated(device)
         engines[label] = engine
         model_rows.append({
@@ -285,11 +301,13 @@ def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: 
             m = measured[label]
             summary, rows = score(ev, m["texts"])
             lat = [float(np.median(t)) for t in m["latency"]] if all(m["latency"]) else None
-            for row, lat_s, batch_s in zip(rows, lat or [None] * len(rows), m["batch_seconds"]):
-                all_rows.append({"model": label, "set": ev.label, **row, "seconds": lat_s, "batch_seconds": batch_s})
+            for row, lat_s, batch_s, how in zip(rows, lat or [None] * len(rows), m["batch_seconds"], m["decoded"]):
+                how = {"decodes": how.decodes, "temperature": how.temperature} if how else {}
+                all_rows.append({"model": label, "set": ev.label, **row, "seconds": lat_s, "batch_seconds": batch_s,
+                                 **how})
             results.append({"model": label, "set": ev.label, "n": len(ev.audios), "skipped": ev.skipped, **summary,
                             "speed": speed_stats(m["pass_seconds"], ev.audio_seconds, len(ev.audios), batch_size, lat),
-                            "memory": m["memory"]})
+                            "memory": m["memory"], "fallback": fallback_summary(m["decoded"])})
     add_ratios(results)
     metrics = {
         "format": FORMAT,
@@ -297,8 +315,9 @@ def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: 
         "machine": machine,
         "settings": {"batch_size": batch_size, "repeats": repeats, "limit": limit, "latency": latency,
                      "loop_guard": loop_guard, "encoder_window": encoder_window,
+                     "fallback": dataclasses.asdict(fallback) if fallback else None,
                      "device": device, "normalizer": "whisper EnglishTextNormalizer (english_spelling.json)",
-                     "decoding": "greedy, English, no timestamps"},
+                     "decoding": "greedy, English, no timestamps" + (", temperature fallback" if fallback else "")},
         "models": model_rows,
         "sets": [{"label": ev.label, "path": str(ev.path), "utterances": len(ev.audios), "skipped": ev.skipped,
                   "audio_seconds": ev.audio_seconds} for ev in sets],
