@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from whisperkd.data.atomic import atomic_write_text
 from whisperkd.data.manifest import read_manifest, write_manifest
 from whisperkd.data.pack import pack_manifest
 from whisperkd.data.pseudo_label import pseudo_label, write_labelled_manifest
@@ -89,9 +90,11 @@ def _label_once(corpus: Path, out: Path, n: int, seed: int, teacher: str) -> tup
     model, processor = load_model(teacher), load_processor(teacher)
     report = pseudo_label(model, processor, subset, batch_size=8, max_wer=None, audio_dir=out / "audio",
                           progress=False, model_name=teacher, window="auto")
-    (out / "label_report.txt").write_text(report.summary() + "\n")
-    (out / "skipped.json").write_text(json.dumps(sorted(set(ids) - {r["id"] for r in report.rows})))
-    return write_labelled_manifest(path, report.rows), ids
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "skipped.json", json.dumps(sorted(set(ids) - {r["id"] for r in report.rows})))
+    report.out = write_labelled_manifest(path, report.rows)
+    atomic_write_text(out / "label_report.txt", report.summary() + "\n")
+    return report.out, ids
 
 
 def _skipped(out: Path) -> set[str]:

@@ -42,7 +42,7 @@ REAL_LABELS = "pseudo"
 REAL_MAX_WER = 0.2
 
 SIZES = {
-    "full": DemoSize(1600, 48, 80, 1, False, (), real_train_utterances=1000, real_dev_select=48, real_dev_report=100),
+    "full": DemoSize(1600, 48, 80, 1, False, (), real_train_utterances=600, real_dev_select=48, real_dev_report=100),
     "quick": DemoSize(240, 16, 24, 1, False, ("train.max_steps=120", "train.batch_size=2", "optim.warmup_steps=10",
                                               "eval.every=60", "eval.max_utterances=32",
                                               "output.checkpoint_every=60"),
