@@ -62,17 +62,22 @@ def test_distilled_beats_untrained_student(quick_demo):
 
 
 def test_summary_rows_from_metrics():
-    metrics = {"sets": [{"label": "test"}, {"label": "real"}],
+    metrics = {"sets": [{"label": "test"}, {"label": "real"}, {"label": "real dev"}],
                "models": [{"label": "a", "parameters": 100}, {"label": "b", "parameters": 40}],
                "results": [
                    {"model": "a", "set": "test", "wer": 0.1, "speed": {"rtf": 0.4, "latency_p50_s": 1.0}},
                    {"model": "a", "set": "real", "wer": 0.05, "speed": {"rtf": 0.5}},
+                   {"model": "a", "set": "real dev", "wer": 0.39, "speed": {"rtf": 0.5}},
                    {"model": "b", "set": "test", "wer": 0.2, "speed": {"rtf": 0.2, "latency_p50_s": 0.8}},
-                   {"model": "b", "set": "real", "wer": 0.07, "speed": {"rtf": 0.25}}]}
+                   {"model": "b", "set": "real", "wer": 0.07, "speed": {"rtf": 0.25}},
+                   {"model": "b", "set": "real dev", "wer": 0.371, "speed": {"rtf": 0.25}}]}
     rows = summary_rows(metrics, ["teacher", "student"])
     assert [r["wer_real"] for r in rows] == [0.05, 0.07]
+    assert [r["wer_real_dev"] for r in rows] == [0.39, 0.371]
     assert rows[1]["speedup"] == pytest.approx(2.0)
-    assert "| student | 0.0 M | 20.0 % | 7.0 % | 0.200 | 2.00x |" in format_table(rows)
+    assert "| student | 0.0 M | 20.0 % | 7.0 % | 37.1 % | 0.200 | 2.00x |" in format_table(rows)
+    metrics["sets"] = metrics["sets"][:2]  # no real dev set: n/a
+    assert "| student | 0.0 M | 20.0 % | 7.0 % | n/a | 0.200 | 2.00x |" in format_table(summary_rows(metrics, ["t", "student"]))
 
 
 @pytest.mark.parametrize("argv, size", [([], "full"), (["--quick"], "quick"), (["--size", "large"], "large"),
