@@ -26,12 +26,11 @@ from pathlib import Path
 from whisperkd.data.atomic import atomic_write_text
 from whisperkd.data.manifest import read_manifest, write_manifest
 from whisperkd.data.pack import pack_manifest
-from whisperkd.data.pseudo_label import pseudo_label, write_labelled_manifest
+from whisperkd.data.pseudo_label import ORIGINAL_SUFFIX, pseudo_label, read_labelled, write_labelled_manifest
 from whisperkd.data.sources import open_source
 from whisperkd.data.utterance import Utterance
 from whisperkd.errors import UserError
 from whisperkd.models.loading import load_model, load_processor
-from whisperkd.text import normalize
 
 REAL_CORPUS_ENV = "WHISPERKD_REAL_CORPUS"
 REAL_CORPUS_NAME = "speechocean762"
@@ -105,27 +104,21 @@ def _skipped(out: Path) -> set[str]:
 def training_utterances(labelled: Path, labels: str, max_wer: float | None, ids: list[str] | None = None
                         ) -> list[Utterance]:
     """The training utterances of a labelled manifest for a ``labels`` choice (see the module docstring), only
-    those in ``ids`` (None: all)."""
+    those in ``ids`` (None: all); :func:`whisperkd.data.pseudo_label.read_labelled` makes the examples."""
     if labels not in LABEL_CHOICES:
         raise UserError(f"real labels {labels!r}: use one of {', '.join(LABEL_CHOICES)}")
-    utterances = read_manifest(labelled)
     with open(labelled, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        wers = {row["id"]: row.get("wer") for row in (json.loads(line) for line in f if line.strip())}
     keep = None if ids is None else set(ids)
     out = []
-    for utt, row in zip(utterances, rows):
-        if keep is not None and utt.id not in keep:
+    for utt in read_labelled(labelled, {"pseudo": "text", "original": "original", "both": "both"}[labels]):
+        uid = utt.id.removesuffix(ORIGINAL_SUFFIX)
+        wer = wers.get(uid)
+        if keep is not None and uid not in keep:
             continue
-        original = row.get("text_original") or utt.text
-        if labels == "original":
-            out.append(replace(utt, text=original))
-            continue
-        wer = row.get("wer")
-        if max_wer is not None and wer is not None and wer > max_wer:
+        if labels != "original" and max_wer is not None and wer is not None and wer > max_wer:
             continue
         out.append(utt)
-        if labels == "both" and normalize(original) != normalize(utt.text):
-            out.append(replace(utt, id=f"{utt.id}#original", text=original))
     return out
 
 
