@@ -230,7 +230,7 @@ def test_pack_evaluate_and_label_read_segments(tmp_path, monkeypatch, capsys):
     ev = decode_utterances(open_source(folder), "kaldi", folder, None, SkipLog())
     assert [len(x) for x in ev.audios] == [1.5 * SR, 2.0 * SR]
     monkeypatch.setattr(labelling, "transcribe_arrays",
-                        lambda model, processor, audios, batch_size: ["one"] * len(audios))
+                        lambda model, processor, audios, batch_size, window=None: ["one"] * len(audios))
     report = labelling.pseudo_label(None, None, open_source(folder), audio_dir=tmp_path / "cut", progress=False)
     for row, (first, last) in zip(report.rows, ((0.5, 2.0), (3.0, 5.0))):
         cut, _ = sf.read(row["audio"], dtype="float32")  # the segment's own file, not the whole recording

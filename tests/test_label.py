@@ -35,7 +35,7 @@ def test_filter_counts_and_manifest_fields(tmp_path, monkeypatch):
 
     by_length = {16000 + 4000 * i: hypotheses[f"a{i}"] for i in range(5)}  # each clip has its own length
 
-    def fake(model, processor, audios, batch_size):
+    def fake(model, processor, audios, batch_size, window=None):
         return [by_length[len(a)] for a in audios]
 
     monkeypatch.setattr(whisperkd.data.pseudo_label, "transcribe_arrays", fake)
