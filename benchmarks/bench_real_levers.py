@@ -31,6 +31,7 @@ from whisperkd.data.manifest import read_manifest
 from whisperkd.demo import build_corpus
 from whisperkd.demo_real import find_real_corpus, mix_manifests, prepare_real_train, real_dev_subsets
 from whisperkd.demo_settings import DEFAULT_CONFIG, REAL_SPEECH, DemoSize
+from whisperkd.distill.history import read_history
 from whisperkd.distill.trainer import train
 from whisperkd.evaluate.runner import evaluate_models
 
@@ -54,8 +55,7 @@ def capitals_share(rows: list[dict]) -> float:
 
 
 def best_dev_wer(run: Path) -> tuple[float | None, int | None]:
-    evals = [e for e in json.loads((run / "training_history.json").read_text()).get("evals", [])
-             if e.get("wer") is not None]
+    evals = [e for e in read_history(run).get("evals", []) if e.get("wer") is not None]
     best = min(evals, key=lambda e: e["wer"]) if evals else None
     return (best["wer"], best["step"]) if best else (None, None)
 
