@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from transformers import WhisperForConditionalGeneration
 
+from whisperkd.models.lean_decode import LeanDecoder
 from whisperkd.models.window import encoder_window, window_seconds
 
 SAMPLE_RATE = 16_000
@@ -156,40 +157,12 @@ def transcribe_arrays(model, processor, audios: list, batch_size: int = 8, windo
     return texts
 
 
-@torch.no_grad()
 def greedy_from_encoder(model, encoder_hidden_states: torch.Tensor, prompt: list[int], max_new_tokens: int
                         ) -> list[list[int]]:
     """Greedy decoding from precomputed encoder states (a frozen encoder computed once), with the model's
     suppress lists as in ``generate``; returns the new token ids of each row, end-of-text excluded.
 
     HF ``generate(encoder_outputs=...)`` fails for batches in transformers 5 (it tries to shrink
-    ``input_features`` that it does not have), hence this small loop with a KV cache.
+    ``input_features`` that it does not have), hence :class:`whisperkd.models.lean_decode.LeanDecoder`'s loop.
     """
-    gen = model.generation_config
-    eot = gen.eos_token_id if isinstance(gen.eos_token_id, int) else gen.eos_token_id[0]
-    device = encoder_hidden_states.device
-    batch = encoder_hidden_states.shape[0]
-    ids = torch.tensor([prompt] * batch, device=device)
-    suppress = torch.tensor(list(gen.suppress_tokens or []), dtype=torch.long, device=device)
-    begin = torch.tensor(list(gen.begin_suppress_tokens or []), dtype=torch.long, device=device)
-    encoder_outputs = (encoder_hidden_states,)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    past, step_input, out = None, ids, []
-    for step in range(max_new_tokens):
-        result = model(encoder_outputs=encoder_outputs, decoder_input_ids=step_input, cache=past,
-                       use_cache=True)
-        past = result.cache
-        logits = result.logits[:, -1].float()
-        if suppress.numel():
-            logits[:, suppress] = -float("inf")
-        if step == 0 and begin.numel():
-            logits[:, begin] = -float("inf")
-        token = logits.argmax(-1)
-        token = torch.where(done, torch.full_like(token, eot), token)
-        out.append(token)
-        done |= token == eot
-        if bool(done.all()):
-            break
-        step_input = token[:, None]
-    tokens = torch.stack(out, 1).tolist() if out else [[] for _ in range(batch)]
-    return [row[: row.index(eot)] if eot in row else row for row in tokens]
+    return LeanDecoder(model)(encoder_hidden_states, prompt, max_new_tokens)
