@@ -5,12 +5,16 @@
 The demo run in WORKDIR/run is seed 0. Every other seed retrains it from its own training_config.json (same
 corpus, same real-speech subset and labels, same teacher cache, same budget) with only ``train.seed`` changed
 (the student's LoRA/projector initialisation and the order of the batches; the step-0 evaluation of the untrained
-student, which never wins the selection, is skipped), into WORKDIR/variants/seed-N
-(skipped when already trained, resumed when interrupted). Then the teacher and every seed's student are
-evaluated together, taking turns in one process, on the demo's three sets (held-out synthetic voices, the six
-real clips, the 100-utterance real dev subset). Printed: one row per run as the demo's table, then the students'
-mean, sample standard deviation and range, and the mean difference to the teacher. Figures in README and
-docs/demo.md come from this script.
+student, which never wins the selection, is skipped), into WORKDIR/variants/seed-N (skipped when already
+trained, resumed when interrupted). With ``--name NAME --set KEY=VALUE ...`` every seed, 0 included, is trained
+with those overrides into WORKDIR/variants/NAME-N, and the demo's own run is evaluated next to them:
+
+    python benchmarks/bench_demo_seeds.py --name augment --seeds 0 1 2 --set data.augment.copies=1
+
+Then the teacher and every run are evaluated together, taking turns in one process, on the demo's three sets
+(held-out synthetic voices, the six real clips, the 100-utterance real dev subset). Printed: one row per run as
+the demo's table, then the mean, sample standard deviation and range over the seeds' runs, and the mean's
+difference to the teacher. Figures in README and docs/demo.md come from this script.
 """
 
 from __future__ import annotations
@@ -55,7 +59,10 @@ def spread(rows: list[dict], teacher: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo/full"), help="a finished demo's folder")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="training seeds besides the demo's 0")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2],
+                        help="training seeds (without --set: besides the demo's 0)")
+    parser.add_argument("--name", default="seed", help="the runs' name with --set")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for every seed")
     parser.add_argument("--real-speech", type=Path, default=REAL_SPEECH)
     parser.add_argument("--no-eval", action="store_true", help="only train the seeds")
     args = parser.parse_args(argv)
@@ -67,11 +74,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     cfg = json.loads((demo_run / "training_config.json").read_text())
-    runs = {f"seed {cfg['train']['seed']} (the demo)": demo_run}
+    demo = {f"the demo (seed {cfg['train']['seed']})": demo_run}
+    runs = {} if args.set else dict(demo)
     for seed in args.seeds:
-        print(f"training seed {seed}", flush=True)
-        runs[f"seed {seed}"] = train_variant(demo_run, args.workdir / "variants" / f"seed-{seed}",
-                                             [f"train.seed={seed}", "eval.at_start=false"])
+        if not args.set and seed == cfg["train"]["seed"]:
+            continue
+        print(f"training {args.name} {seed} {' '.join(args.set)}", flush=True)
+        runs[f"{args.name} {seed}"] = train_variant(demo_run, args.workdir / "variants" / f"{args.name}-{seed}",
+                                                    [*args.set, f"train.seed={seed}", "eval.at_start=false"])
     if args.no_eval:
         return 0
     corpus = args.workdir / "corpus"
@@ -80,13 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"missing evaluation set(s): {', '.join(missing)}", file=sys.stderr)
         return 2
-    report = args.workdir / "variants" / "seeds-report"
-    metrics = evaluate_models([cfg["teacher"]["model"]] + [str(p) for p in runs.values()], sets, report,
-                              batch_size=8, repeats=1, latency=False)
-    rows = summary_rows(metrics, [f"teacher ({cfg['teacher']['model']})"] + list(runs))
-    text = format_table(rows) + "\n\n" + spread(rows[1:], rows[0])
-    (report / "seeds.md").write_text(text + "\n")
-    (report / "seeds.json").write_text(json.dumps(rows, indent=2))
+    report = args.workdir / "variants" / f"{args.name}-report"
+    models = {f"teacher ({cfg['teacher']['model']})": cfg["teacher"]["model"],
+              **({k: str(v) for k, v in demo.items()} if args.set else {}), **{k: str(v) for k, v in runs.items()}}
+    metrics = evaluate_models(list(models.values()), sets, report, batch_size=8, repeats=1, latency=False)
+    rows = summary_rows(metrics, list(models))
+    text = format_table(rows) + "\n\n" + spread(rows[-len(runs):], rows[0])
+    (report / "summary.md").write_text(text + "\n")
+    (report / "summary.json").write_text(json.dumps(rows, indent=2))
     print(text)
     return 0
 
