@@ -7,7 +7,8 @@ corpus, same real-speech subset and labels, same teacher cache, same budget) wit
 (the student's LoRA/projector initialisation and the order of the batches; the step-0 evaluation of the untrained
 student, which never wins the selection, is skipped), into WORKDIR/variants/seed-N (skipped when already
 trained, resumed when interrupted). With ``--name NAME --set KEY=VALUE ...`` every seed, 0 included, is trained
-with those overrides into WORKDIR/variants/NAME-N, and the demo's own run is evaluated next to them:
+with those overrides into WORKDIR/variants/NAME-N (``--compare-demo``: the demo's own run is evaluated next to
+them):
 
     python benchmarks/bench_demo_seeds.py --name augment --seeds 0 1 2 --set data.augment.copies=1
 
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="training seeds (without --set: besides the demo's 0)")
     parser.add_argument("--name", default="seed", help="the runs' name with --set")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for every seed")
+    parser.add_argument("--compare-demo", action="store_true", help="with --set: evaluate the demo's run too")
     parser.add_argument("--real-speech", type=Path, default=REAL_SPEECH)
     parser.add_argument("--no-eval", action="store_true", help="only train the seeds")
     args = parser.parse_args(argv)
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = args.workdir / "variants" / f"{args.name}-report"
     models = {f"teacher ({cfg['teacher']['model']})": cfg["teacher"]["model"],
-              **({k: str(v) for k, v in demo.items()} if args.set else {}), **{k: str(v) for k, v in runs.items()}}
+              **({k: str(v) for k, v in demo.items()} if args.set and args.compare_demo else {}), **{k: str(v) for k, v in runs.items()}}
     metrics = evaluate_models(list(models.values()), sets, report, batch_size=8, repeats=1, latency=False)
     rows = summary_rows(metrics, list(models))
     text = format_table(rows) + "\n\n" + spread(rows[-len(runs):], rows[0])
