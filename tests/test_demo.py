@@ -32,6 +32,9 @@ def test_every_stage_left_its_files(quick_demo):
     packed = read_manifest(corpus / "train-packed" / "manifest.jsonl")
     assert 0 < len(packed) < len(read_manifest(corpus / "train" / "manifest.jsonl"))
     assert (quick_demo / "teacher_cache").is_dir() and any((quick_demo / "teacher_cache").rglob("*.safetensors"))
+    # the demo trains on one augmented copy of every window: its own cached split, complete
+    assert any((quick_demo / "teacher_cache" / "train-aug1").glob("*.safetensors"))
+    assert json.loads((quick_demo / "teacher_cache" / "cache.json").read_text())["complete"]["train-aug1"]
     run = quick_demo / "run"
     for name in ("training_history.json", "training_config.json", "student_final/config.json", "tb"):
         assert (run / name).exists(), name
