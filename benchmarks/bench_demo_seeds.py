@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missing evaluation set(s): {', '.join(missing)}", file=sys.stderr)
         return 2
     report = args.workdir / "variants" / f"{args.name}-report"
+    compared = demo if args.set and args.compare_demo else {}
     models = {f"teacher ({cfg['teacher']['model']})": cfg["teacher"]["model"],
-              **({k: str(v) for k, v in demo.items()} if args.set and args.compare_demo else {}), **{k: str(v) for k, v in runs.items()}}
+              **{k: str(v) for k, v in {**compared, **runs}.items()}}
     metrics = evaluate_models(list(models.values()), sets, report, batch_size=8, repeats=1, latency=False)
     rows = summary_rows(metrics, list(models))
     text = format_table(rows) + "\n\n" + spread(rows[-len(runs):], rows[0])
