@@ -14,7 +14,9 @@ logits processors, stopping criteria). Here, as in openai/whisper's ``model.py``
 
 The query is scaled before the product and the attention runs with ``scale=1``, as transformers' Whisper does,
 so the logits match HF's to float rounding and the greedy transcripts equal ``generate``'s (tested on random
-tiny models and on the real tiny.en / base).
+tiny models and on the real tiny.en / base). Speed: on CPU at batch 1 (base, one clip) encoder + this loop took
+3.19 s against ``generate``'s 3.30 s: the loop saves little by itself; it is where the cheaper output layer and
+the short encoder window of a fast student plug in (issue 15).
 """
 
 from __future__ import annotations
