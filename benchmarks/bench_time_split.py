@@ -21,7 +21,7 @@ import torch
 from whisperkd.cli import quiet_libraries
 from whisperkd.evaluate.runner import load_set
 from whisperkd.models.loading import load_model, load_processor
-from whisperkd.models.window import encoder_window, window_seconds
+from whisperkd.models.window import encoder_window, resolve_window
 from whisperkd.models.decode import SAMPLE_RATE, generate_kwargs, max_new_tokens_for
 
 
@@ -44,7 +44,7 @@ def split(spec: str, audios: list, repeats: int, window: str | None = None) -> d
     for n, audio in enumerate(audios):
         feats = lambda: processor.feature_extractor([audio], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features  # noqa: E731
         cap = max_new_tokens_for(len(audio) / SAMPLE_RATE)
-        with encoder_window(model, window_seconds(window, len(audio) / SAMPLE_RATE)) as frames:
+        with encoder_window(model, resolve_window(model, window).for_audio(len(audio) / SAMPLE_RATE)) as frames:
             x = feats()[..., :frames]
             gen = lambda: model.generate(x, max_new_tokens=cap, **kwargs)  # noqa: E731
             if n == 0:

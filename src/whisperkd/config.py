@@ -31,6 +31,7 @@ from whisperkd.config_yaml import parse_value, read_yaml_file
 from whisperkd.errors import UserError
 from whisperkd.models.fetch import BROKEN_MODELS, OFFLINE_MODELS
 from whisperkd.models.lora import LoraSettings
+from whisperkd.models.window import Window, parse_window
 
 DEFAULT_TOPK = 64  # top-k size when top-k is asked for (cache.logits=topk); docs/cache.md: not within 1% at T=2
 
@@ -57,6 +58,19 @@ class StudentConfig:
     train_decoder: StrictBool = True
     train_embeddings: StrictBool = False
     gradient_checkpointing: StrictBool = False
+    # Train for a short encoder window (whisperkd.models.window): null (30 s), "auto" (per utterance, the shortest
+    # multiple of window_step seconds holding its audio + window_margin) or whole seconds. Needs the frozen
+    # encoder shared with the teacher and the teacher cache: the windowed encoder outputs are cached too.
+    encoder_window: StrictStr | StrictInt | None = None
+    window_step: StrictInt = 5
+    window_margin: StrictFloat = 0.5
+
+    def window(self):
+        """The :class:`~whisperkd.models.window.Window` this student trains for, or None (30 s)."""
+        if self.encoder_window is None:
+            return None
+        seconds = parse_window(self.encoder_window)
+        return Window(None if seconds == "auto" else seconds, self.window_step, self.window_margin)
 
 
 @dataclass(config=SCHEMA)
@@ -243,6 +257,13 @@ def _check(cfg: Config) -> Config:
     else:
         need(s.decoder_layers is None and s.encoder_layers is None, "student.decoder_layers",
              "must be null when student.init is a model (it is used with all its layers)")
+    try:
+        s.window()
+    except ValueError as err:
+        raise UserError(f"config student.encoder_window: {err}") from None
+    if s.encoder_window is not None:
+        need(c.enabled, "student.encoder_window", "training for a window reads the windowed encoder outputs from the "
+             "teacher cache; set cache.enabled=true")
     if not lo.enabled:
         need(s.train_encoder or s.train_decoder or s.train_embeddings, "student.train_decoder",
              "nothing trains: enable lora or set one of student.train_encoder/train_decoder/train_embeddings")

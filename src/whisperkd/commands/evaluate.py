@@ -36,8 +36,8 @@ def register(sub) -> None:
                    help="HF models: Whisper's temperature fallback (decode again, sampling at 0.2 ... 1.0, the "
                         "utterances whose greedy decode compresses too well or is too unlikely); default: greedy")
     p.add_argument("--encoder-window", default=None, metavar="auto|SECONDS",
-                   help="run HF models' encoders on a shorter window than 30 s: a number of seconds, or auto (per "
-                        "batch, the shortest multiple of 5 s that holds its longest audio); default 30 s")
+                   help="HF models' encoder window: seconds, auto (per utterance, the shortest multiple of 5 s that "
+                        "holds it) or off (30 s); default: the window each model was trained for, else 30 s")
     p.set_defaults(func=run)
 
 

@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--encoder-window", default=None, metavar="auto|SECONDS",
-                   help="encoder window shorter than 30 s: seconds, or auto (shortest multiple of 5 s per batch)")
+                   help="encoder window: seconds, auto (per utterance, the shortest multiple of 5 s that holds it) or off (30 s); "
+                        "default: the window the model was trained for, else 30 s")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

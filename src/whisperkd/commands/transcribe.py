@@ -26,7 +26,8 @@ def register(sub) -> None:
                         "whose greedy decode compresses too well or is too unlikely are decoded again, sampling at "
                         "0.2 ... 1.0, seeded)")
     p.add_argument("--encoder-window", default=None, metavar="auto|SECONDS",
-                   help="encoder window shorter than 30 s: seconds, or auto (shortest multiple of 5 s per batch)")
+                   help="encoder window: seconds, auto (per utterance, the shortest multiple of 5 s that holds it) or off (30 s); "
+                        "default: the window the model was trained for, else 30 s")
     p.set_defaults(func=run)
 
 

@@ -54,13 +54,15 @@ class TrainBatches:
     ``batch`` counts the batches of the epoch already consumed (a batch whose every utterance was skipped
     counts too), so a resumed run skips exactly the batches already seen, without loading them
     (accelerate's ``skip_first_batches``). With several processes each takes every ``world``-th batch (the
-    epoch is cut to a multiple of ``world``).
+    epoch is cut to a multiple of ``world``). ``groups``: one key per utterance; a batch holds one key only
+    (:class:`~whisperkd.data.sampler.SeededBatchSampler`).
     """
 
     def __init__(self, dataset, collate, lengths, batch_size: int, seed: int, length_grouped: bool = False,
-                 num_workers: int = 0, world: int = 1, rank: int = 0):
+                 num_workers: int = 0, world: int = 1, rank: int = 0, groups=None):
         self.dataset, self.collate = dataset, collate
-        self.sampler = SeededBatchSampler(lengths, batch_size, seed, shuffle=True, length_grouped=length_grouped)
+        self.sampler = SeededBatchSampler(lengths, batch_size, seed, shuffle=True, length_grouped=length_grouped,
+                                          groups=groups)
         self.num_workers, self.world, self.rank = num_workers, world, rank
 
     def epoch(self, epoch: int) -> list[list[int]]:
@@ -90,10 +92,12 @@ class TrainBatches:
             position["batch"] = 0
 
 
-def dev_batches(dataset, collate, batch_size: int, num_workers: int = 0) -> list[dict]:
-    """The dev subset as batches, loaded once and kept in memory."""
+def dev_batches(dataset, collate, batch_size: int, num_workers: int = 0, groups=None) -> list[dict]:
+    """The dev subset as batches, loaded once and kept in memory; with ``groups`` (one key per utterance) a
+    batch holds one key only (in input order within a key)."""
     if len(dataset) == 0:
         return []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers,
-                        generator=torch.Generator())
+    sampler = SeededBatchSampler([0.0] * len(dataset), batch_size, shuffle=False, groups=groups) if groups else None
+    loader = DataLoader(dataset, batch_size=1 if sampler else batch_size, shuffle=False, batch_sampler=sampler,
+                        collate_fn=collate, num_workers=num_workers, generator=torch.Generator())
     return [batch for batch in loader if batch is not None]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch.utils.data import DataLoader, Dataset
 
-from whisperkd.data.audio import AudioSkip, DurationFilter, load_utterance
+from whisperkd.data.audio import SAMPLE_RATE, AudioSkip, DurationFilter, load_utterance
 from whisperkd.data.augment import AugmentedUtterance, feature_frames
 from whisperkd.data.collate import MAX_TARGET_POSITIONS, TokenEncoder, WhisperCollator, log_mel
 from whisperkd.data.sampler import SeededBatchSampler
@@ -16,7 +16,8 @@ from whisperkd.data.utterance import Utterance
 
 
 class SpeechDataset(Dataset):
-    """Examples ``{id, text, input_features, tokens}``; an unusable utterance is logged and gives ``None``.
+    """Examples ``{id, text, input_features, tokens, seconds}`` (``seconds``: the audio's length as the model
+    hears it, after any speed change); an unusable utterance is logged and gives ``None``.
     An augmented copy (:class:`~whisperkd.data.augment.AugmentedUtterance`) gets its effects on the samples and
     on the log-mel; its tokens are those of its transcript, as for any utterance."""
 
@@ -42,11 +43,12 @@ class SpeechDataset(Dataset):
             return None
         if not isinstance(utt, AugmentedUtterance):
             return {"id": utt.id, "text": utt.text, "input_features": log_mel(self.feature_extractor, audio),
-                    "tokens": tokens}
+                    "tokens": tokens, "seconds": audio.shape[0] / SAMPLE_RATE}
         audio = utt.augment_audio(audio)
         features = log_mel(self.feature_extractor, audio)
         features = utt.augment_features(features, feature_frames(audio.shape[0], self.feature_extractor.hop_length))
-        return {"id": utt.id, "text": utt.text, "input_features": features, "tokens": tokens}
+        return {"id": utt.id, "text": utt.text, "input_features": features, "tokens": tokens,
+                "seconds": audio.shape[0] / SAMPLE_RATE}
 
 
 class SkippingDataLoader(DataLoader):

@@ -13,16 +13,22 @@ class SeededBatchSampler(Sampler[list[int]]):
 
     With ``length_grouped``, indices are shuffled, cut into windows of ``batch_size * window_batches``,
     each window sorted by length (longest first) and cut into batches, and the batches shuffled: batches
-    hold similar lengths (less padding) while the order stays random.
+    hold similar lengths (less padding) while the order stays random. With ``groups`` (one key per index, e.g.
+    the encoder window of each utterance) a batch only holds indices of one group: each group's indices, in the
+    order above, are cut into batches, and the batches of all groups are shuffled together.
     """
 
     def __init__(self, lengths: Sequence[float], batch_size: int, seed: int = 0, shuffle: bool = True,
-                 length_grouped: bool = False, drop_last: bool = False, window_batches: int = 50):
+                 length_grouped: bool = False, drop_last: bool = False, window_batches: int = 50,
+                 groups: Sequence[int] | None = None):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.lengths = np.asarray(lengths, dtype=np.float64)
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
         self.length_grouped, self.drop_last, self.window_batches = length_grouped, drop_last, window_batches
+        self.groups = None if groups is None else np.asarray(groups)
+        if self.groups is not None and len(self.groups) != len(self.lengths):
+            raise ValueError("groups: one key per index")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -40,6 +46,15 @@ class SeededBatchSampler(Sampler[list[int]]):
                 chunk[np.argsort(-self.lengths[chunk], kind="stable")]
                 for chunk in (order[i:i + window] for i in range(0, n, window))
             ]) if n else order
+        if self.groups is not None:
+            batches = []
+            for key in np.unique(self.groups):
+                members = order[self.groups[order] == key]
+                cut = [members[i:i + self.batch_size].tolist() for i in range(0, len(members), self.batch_size)]
+                if self.drop_last and cut and len(cut[-1]) < self.batch_size:
+                    cut.pop()
+                batches += cut
+            return [batches[i] for i in rng.permutation(len(batches))] if self.shuffle else batches
         batches = [order[i:i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
@@ -51,5 +66,7 @@ class SeededBatchSampler(Sampler[list[int]]):
         return iter(self.batches())
 
     def __len__(self) -> int:
+        if self.groups is not None:
+            return len(self.batches())
         n = len(self.lengths) // self.batch_size if self.drop_last else -(-len(self.lengths) // self.batch_size)
         return n

@@ -29,6 +29,7 @@ from whisperkd.models.lora import LoraSettings, apply_lora
 from whisperkd.models.projector import Projector
 from whisperkd.models.student import build_student_from_teacher, kept_layers, set_trainable
 from whisperkd.models.vocabulary import check_same_vocabulary
+from whisperkd.models.window import store_window
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -182,6 +183,13 @@ def build_models(cfg: Config, teacher=None, processor=None) -> Built:
     encoder_trains = any(p.requires_grad for p in student.model.encoder.parameters())
     shares = (cfg.student.init == "teacher" and not cfg.teacher.load_in_8bit and not encoder_trains
               and student.config.encoder_layers == teacher.config.encoder_layers)
+    window = cfg.student.window()
+    if window is not None:
+        if not shares:
+            raise UserError("config student.encoder_window: needs the teacher's whole encoder, frozen and shared "
+                            "(student.init=teacher, encoder_layers=null, train_encoder=false, no encoder LoRA, no "
+                            "8-bit teacher); a trained encoder under a window is not supported yet")
+        store_window(student, window)  # saved with the student: decoding uses it without being told
     projector = Projector(student.config.d_model, teacher.config.d_model)
     projector.requires_grad_(cfg.loss.align_weight > 0)
     return Built(teacher, DistillStudent(model, projector), processor, shares, pairs, cfg.lora.enabled)

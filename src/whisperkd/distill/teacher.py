@@ -7,6 +7,7 @@ the loop never looks at where the numbers come from.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
@@ -17,6 +18,7 @@ from whisperkd.config import Config
 from whisperkd.data.utterance import Utterance
 # Modules, not names: cache.reader imports this module (TeacherBatch), so either may be imported first.
 from whisperkd.distill.cache import CachedTeacher, cache_dir_of, ensure_cache
+from whisperkd.distill.cache.windowed import WindowedEncoder, WindowedTeacher
 from whisperkd.distill.teacher_batch import TeacherBatch, TeacherNeeds, TeacherOutputs
 
 
@@ -126,10 +128,18 @@ def make_teacher(cfg: Config, built, out_device: torch.device | str,
     """The run's teacher outputs. With ``cache.enabled``: the teacher cache is built, finished or checked for
     ``splits`` (``{"train": ..., "dev": ...}``, :func:`whisperkd.distill.cache.run_splits`; ``cache.on_stale``
     decides about a stale one) and a :class:`~whisperkd.distill.cache.CachedTeacher` reads it. Otherwise the
-    online teacher. ``built``: the run's models (:class:`whisperkd.distill.build.Built`)."""
+    online teacher. ``built``: the run's models (:class:`whisperkd.distill.build.Built`). A student trained for a
+    window (``student.encoder_window``) gets its windowed encoder outputs
+    (:class:`~whisperkd.distill.cache.windowed.WindowedTeacher`)."""
     if not cfg.cache.enabled:
         return built.online_teacher(cfg, out_device)
     ensure_cache(cfg, built, splits, progress=progress)
-    return CachedTeacher(cache_dir_of(cfg), None, built.teacher_needs(cfg),
-                         temperature=cfg.loss.temperature, out_device=out_device, out_dtype=torch.float32,
-                         logits=cfg.cache.logits)
+    needs = built.teacher_needs(cfg)
+    window = cfg.student.window()  # a student trained for a window reads its encoder outputs from their store
+    windowed = window is not None
+    cached = CachedTeacher(cache_dir_of(cfg), None, dataclasses.replace(needs, encoder=False) if windowed else needs,
+                           temperature=cfg.loss.temperature, out_device=out_device, out_dtype=torch.float32,
+                           logits=cfg.cache.logits)
+    if not windowed:
+        return cached
+    return WindowedTeacher(cached, WindowedEncoder(cache_dir_of(cfg), window, list(splits)), needs, out_device)

@@ -39,6 +39,7 @@ from whisperkd.data.collate import WhisperCollator
 from whisperkd.data.loader import SpeechDataset, utterance_lengths
 from whisperkd.distill.build import Built, build_models, mixed_precision, read_splits, resolve_device
 from whisperkd.distill.cache import CachedSpeechDataset, CachedTeacher, cache_dir_of
+from whisperkd.distill.cache.windowed import WindowedTeacher
 from whisperkd.distill.checkpoint import (latest_checkpoint, load_checkpoint, load_trainable, save_checkpoint,
                                           save_trainable_only, trainable_state)
 from whisperkd.distill.dev_eval import evaluate
@@ -144,15 +145,18 @@ def setup(cfg: Config, resume: bool = False) -> Run:
         teacher = make_teacher(cfg, built, acc.device, splits, progress=cfg.train.progress)
     d, tr, o = cfg.data, cfg.train, cfg.optim
     collate = WhisperCollator(built.processor.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
-    if isinstance(teacher, CachedTeacher) and teacher.needs.encoder:  # the cache holds all a step needs: no audio
+    if isinstance(teacher, CachedTeacher | WindowedTeacher) and teacher.needs.encoder:  # no audio needed
         dataset = CachedSpeechDataset(cache_dir_of(cfg), train_utts, "train", skiplog, source="train")
     else:
         dataset = speech_dataset(cfg, train_utts, built.processor, skiplog, "train")
         dataset = MemoDataset(dataset, d.memo_size) if d.memo_size else dataset
+    # A student trained for a window: a batch holds utterances of one window (their stored encoder frames).
+    windows = (lambda utts: [teacher.windowed.frames(u.id) or 0 for u in utts]) if isinstance(
+        teacher, WindowedTeacher) else (lambda utts: None)
     data = TrainBatches(dataset, collate, utterance_lengths(train_utts), tr.batch_size, tr.seed,
-                        d.length_grouped, d.num_workers, acc.num_processes, acc.process_index)
+                        d.length_grouped, d.num_workers, acc.num_processes, acc.process_index, windows(train_utts))
     dev = dev_batches(speech_dataset(cfg, dev_utts, built.processor, skiplog, "dev"), collate, cfg.eval.batch_size,
-                      d.num_workers)
+                      d.num_workers, windows(dev_utts))
     trainable = [p for p in built.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, o.warmup_steps, tr.max_steps)

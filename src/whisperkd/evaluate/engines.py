@@ -195,7 +195,7 @@ def open_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None,
     ``encoder_window``: seconds or "auto" for HF models (whisperkd.models.window); CTranslate2 refuses it;
     ``fallback``: Whisper's temperature fallback (whisperkd.models.decode.Fallback), HF models only."""
     if is_ct2_dir(Path(spec).expanduser()):
-        if encoder_window is not None:
+        if encoder_window not in (None, 30):
             raise UserError(f"{spec}: --encoder-window works with HF models only; CTranslate2 always uses 30 s")
         if fallback is not None:
             raise UserError(f"{spec}: --fallback works with HF models only; CTranslate2 models decode greedily")

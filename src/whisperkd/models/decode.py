@@ -19,7 +19,7 @@ import torch
 from transformers import WhisperForConditionalGeneration
 
 from whisperkd.models.lean_decode import LeanDecoder
-from whisperkd.models.window import encoder_window, window_seconds
+from whisperkd.models.window import Window, encoder_window, resolve_window, window_batches
 
 SAMPLE_RATE = 16_000
 
@@ -124,20 +124,23 @@ def _rng_devices(device: torch.device) -> list:
 
 
 @torch.no_grad()
-def transcribe_arrays(model, processor, audios: list, batch_size: int = 8, window: str | int | None = None,
+def transcribe_arrays(model, processor, audios: list, batch_size: int = 8, window: str | int | Window | None = None,
                       fallback: Fallback | None = None, decoded: list | None = None) -> list[str]:
-    """Transcribe 16 kHz mono float arrays (each at most 30 s); returns one string per array.
+    """Transcribe 16 kHz mono float arrays (each at most 30 s); returns one string per array, in order.
 
-    ``window``: None (Whisper's 30-s encoder window), seconds, or "auto" (per batch, the shortest multiple of
-    5 s that holds its longest audio); see :mod:`whisperkd.models.window`.
+    ``window``: None (the window the model was trained for, else Whisper's 30 s), seconds, "auto" or a
+    :class:`~whisperkd.models.window.Window`; with "auto" every utterance gets the shortest window that holds
+    it, and a batch holds utterances of one window (see :mod:`whisperkd.models.window`).
     ``fallback``: None (plain greedy decoding) or a :class:`Fallback` (Whisper's temperature fallback, run by
     transformers; the greedy decode is kept for every utterance that passes its checks).
     ``decoded``: a list that receives one :class:`Decoded` per array (how it was decoded), in order."""
-    texts: list[str] = []
+    texts: list[str | None] = [None] * len(audios)
+    how: list[Decoded | None] = [None] * len(audios)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    for start in range(0, len(audios), batch_size):
-        chunk = audios[start : start + batch_size]
+    plan = window_batches([len(a) / SAMPLE_RATE for a in audios], resolve_window(model, window), batch_size)
+    for seconds, members in plan:
+        chunk = [audios[i] for i in members]
         feats = processor.feature_extractor(chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         longest = max(len(a) for a in chunk) / SAMPLE_RATE
         kwargs = generate_kwargs(model) | (fallback.generate_kwargs() if fallback else {})
@@ -146,14 +149,17 @@ def transcribe_arrays(model, processor, audios: list, batch_size: int = 8, windo
         # random state is left as it was.
         seeded = torch.random.fork_rng(devices=_rng_devices(device)) if fallback else nullcontext()
         spied = _decisions(model, calls) if fallback and decoded is not None else nullcontext()
-        with seeded, encoder_window(model, window_seconds(window, longest)) as frames, spied:
+        with seeded, encoder_window(model, seconds) as frames, spied:
             if fallback:
-                torch.manual_seed(fallback.seed + start)
+                torch.manual_seed(fallback.seed + members[0])
             ids = model.generate(feats[..., :frames].to(device, dtype), max_new_tokens=max_new_tokens_for(longest),
                                  **kwargs)
-        if decoded is not None:
-            decoded.extend(replay(calls, len(chunk), fallback.temperatures) if fallback else [Decoded()] * len(chunk))
-        texts.extend(t.strip() for t in processor.tokenizer.batch_decode(ids, skip_special_tokens=True))
+        rows = replay(calls, len(chunk), fallback.temperatures) if fallback and decoded is not None else \
+            [Decoded()] * len(chunk)
+        for i, text, row in zip(members, processor.tokenizer.batch_decode(ids, skip_special_tokens=True), rows):
+            texts[i], how[i] = text.strip(), row
+    if decoded is not None:
+        decoded.extend(how)
     return texts
 
 

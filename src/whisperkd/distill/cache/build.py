@@ -46,6 +46,7 @@ from whisperkd.data.utterance import Utterance
 from whisperkd.distill.cache import key as keys
 from whisperkd.distill.cache import store
 from whisperkd.distill.cache.key import CachePlan, cache_plan, key_parts, resolve_hidden_layers
+from whisperkd.distill.cache.windowed import build_windowed
 from whisperkd.errors import UserError
 
 ON_STALE = ("rebuild", "refuse")
@@ -73,6 +74,8 @@ class CacheReport:
     rebuilt: bool = False
     parts_bytes: dict[str, float] = field(default_factory=dict)
     projection_bytes: int = 0
+    windowed: str = ""  # the student's window when its windowed encoder outputs were built too
+    windowed_computed: int = 0
 
     @property
     def bytes_per_utterance(self) -> float:
@@ -93,7 +96,9 @@ class CacheReport:
                 f"{self.shards_reused} shard(s) reused, {self.skipped} skipped); "
                 f"{self.bytes_total / 1e6:.1f} MB in shards, {self.bytes_per_utterance / 1e6:.3f} MB per utterance"
                 + (f" ({parts})" if parts else "")
-                + f", plus the output projection {self.projection_bytes / 1e6:.1f} MB")
+                + f", plus the output projection {self.projection_bytes / 1e6:.1f} MB"
+                + (f"; windowed encoder outputs ({self.windowed}): {self.windowed_computed} computed"
+                   if self.windowed else ""))
 
 
 @torch.no_grad()
@@ -359,7 +364,16 @@ def ensure_cache(cfg: Config, built, splits: Mapping[str, Sequence[Utterance]], 
     """Build, finish or check the run's teacher cache (what ``whisperkd cache CONFIG``, distill and tune call).
 
     ``built``: the run's models (:func:`whisperkd.distill.build.build_models`); ``splits``: :func:`run_splits` of
-    :func:`whisperkd.distill.build.read_splits`. ``on_stale`` (None: ``cache.on_stale``).
+    :func:`whisperkd.distill.build.read_splits`. ``on_stale`` (None: ``cache.on_stale``). With
+    ``student.encoder_window`` the student's windowed encoder outputs are built too (:mod:`.windowed`).
     """
-    return build_cache(built.teacher, built.processor, splits, cache_dir_of(cfg), cfg.cache, cache_plan(cfg, built),
-                       on_stale=on_stale, progress=progress, teacher_name=cfg.teacher.model)
+    plan = cache_plan(cfg, built)
+    report = build_cache(built.teacher, built.processor, splits, cache_dir_of(cfg), cfg.cache, plan,
+                         on_stale=on_stale, progress=progress, teacher_name=cfg.teacher.model)
+    window = cfg.student.window()
+    if window is not None:
+        report.windowed = window.describe()
+        report.windowed_computed = sum(build_windowed(
+            built.model.whisper, built.processor, splits, cache_dir_of(cfg), window, plan, cfg.cache.shard_size,
+            cfg.cache.audio_identity, progress).values())
+    return report
