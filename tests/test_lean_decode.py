@@ -96,3 +96,17 @@ def test_stops_at_the_position_table(tiny_random_model):
         enc = model.model.encoder(_features(batch=1)).last_hidden_state
     prompt = [50257] * 440
     assert [len(r) for r in LeanDecoder(model)(enc, prompt, 100)] == [448 - 440]
+
+
+def test_equals_hf_generate_under_a_short_window(tiny_random_model):
+    """The same model and window: generate on 10-s features inside encoder_window, the lean loop on the encoder
+    outputs of that window (500 positions)."""
+    from whisperkd.models.window import encoder_window
+
+    model = _model(tiny_random_model)
+    feats = _features(2)
+    with torch.no_grad(), encoder_window(model, 10) as frames:
+        enc = model.model.encoder(feats[..., :frames]).last_hidden_state
+        reference = _generate(model, feats[..., :frames], 10)
+    assert enc.shape[1] == 500
+    assert LeanDecoder(model)(enc, [50257], 10) == reference

@@ -64,6 +64,9 @@ class StudentConfig:
     encoder_window: StrictStr | StrictInt | None = None
     window_step: StrictInt = 5
     window_margin: StrictFloat = 0.5
+    # The saved student's output layer when it transcribes on CPU (whisperkd.models.output_layer): float32, or int8
+    # (torch dynamic quantisation at load time; the saved weights stay float32).
+    output_layer: Literal["float32", "int8"] = "float32"
 
     def window(self):
         """The :class:`~whisperkd.models.window.Window` this student trains for, or None (30 s)."""

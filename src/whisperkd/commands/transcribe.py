@@ -36,6 +36,7 @@ def run(args) -> int:
     from whisperkd.evaluate.loops import cut_repetition_loop
     from whisperkd.models.decode import Fallback, transcribe_arrays
     from whisperkd.models.loading import load_model, load_processor
+    from whisperkd.models.output_layer import for_inference
     from whisperkd.models.window import window_option
 
     if args.batch_size < 1:
@@ -47,7 +48,7 @@ def run(args) -> int:
             audios.append(load_audio(path, durations=DurationFilter(0.0, 30.0)))
         except AudioSkip as skip:
             raise UserError(f"{path}: unusable audio ({skip}); pass a readable wav/flac/ogg file of at most 30 s") from None
-    model, processor = load_model(args.model), load_processor(args.model)
+    model, processor = for_inference(load_model(args.model)), load_processor(args.model)
     start = time.perf_counter()
     decoded: list = []
     texts = transcribe_arrays(model, processor, audios, batch_size=args.batch_size, window=window,

@@ -26,6 +26,7 @@ from whisperkd.distill.teacher_batch import TeacherNeeds
 from whisperkd.errors import UserError
 from whisperkd.models.loading import load_model, load_processor, resolve
 from whisperkd.models.lora import LoraSettings, apply_lora
+from whisperkd.models.output_layer import mark_int8
 from whisperkd.models.projector import Projector
 from whisperkd.models.student import build_student_from_teacher, kept_layers, set_trainable
 from whisperkd.models.vocabulary import check_same_vocabulary
@@ -190,6 +191,8 @@ def build_models(cfg: Config, teacher=None, processor=None) -> Built:
                             "(student.init=teacher, encoder_layers=null, train_encoder=false, no encoder LoRA, no "
                             "8-bit teacher); a trained encoder under a window is not supported yet")
         store_window(student, window)  # saved with the student: decoding uses it without being told
+    if cfg.student.output_layer != "float32":
+        mark_int8(student, cfg.student.output_layer)  # applied when the saved student is loaded to transcribe
     projector = Projector(student.config.d_model, teacher.config.d_model)
     projector.requires_grad_(cfg.loss.align_weight > 0)
     return Built(teacher, DistillStudent(model, projector), processor, shares, pairs, cfg.lora.enabled)

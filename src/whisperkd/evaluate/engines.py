@@ -27,6 +27,7 @@ from whisperkd.evaluate.loops import cut_repetition_loop
 from whisperkd.evaluate.memory import directory_size
 from whisperkd.models import decode as _transcribe
 from whisperkd.models.loading import load_model, load_processor, resolve
+from whisperkd.models.output_layer import for_inference
 from whisperkd.models.run_folder import ADAPTER_DIR, read_run_config, run_folder
 from whisperkd.models.tokenizer import build_tokenizer
 
@@ -71,7 +72,7 @@ class HFWhisper:
     def __init__(self, spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
         source = resolve(spec)
         self.path = Path(source) if isinstance(source, Path) else None
-        self.model = load_model(spec, dtype=dtype, device=device)
+        self.model = for_inference(load_model(spec, dtype=dtype, device=device))
         self.processor = load_processor(spec)
         self.device, self.dtype = str(device), str(dtype).replace("torch.", "")
         run = run_folder(spec)

@@ -116,9 +116,10 @@ def store_window(model, window: Window) -> None:
 
 def resolve_window(model, window: str | int | Window | None) -> Window:
     """The :class:`Window` to decode with: None -> the model's stored one, else 30 s; "auto" -> per utterance
-    (with the stored step and margin when the model has them); seconds -> that window."""
+    (with the stored step and margin when the model has them); "off" -> 30 s; seconds -> that window."""
     if isinstance(window, Window):
         return window
+    window = parse_window(window)
     stored = stored_window(model)
     if window is None:
         return stored or FULL

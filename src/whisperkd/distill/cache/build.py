@@ -237,12 +237,13 @@ def build_cache(teacher, processor, splits: Mapping[str, Sequence[Utterance]], c
                                 "rebuild it (cache.on_stale=rebuild, or `whisperkd cache CONFIG --rebuild`) or "
                                 "point cache.dir to another folder")
             report.rebuilt = True
-        gone = [name for name in old_keys if name not in splits]
+        # A split this run does not use (e.g. augmented copies another config asks for) is left on disk: its
+        # shards carry their keys, so a later run that wants it again reuses them.
         if global_changed:
             store.remove_cache_files(cache_dir)
             old = None
         else:
-            for name in changed + gone:
+            for name in changed:
                 store.remove_split_files(cache_dir / name)
     hidden_layers = resolve_hidden_layers(plan.hidden_layers, teacher.config.decoder_layers)
     k = cache.k
