@@ -1,11 +1,11 @@
 """The fast student against its teacher as shipped: latency at batch 1, RTF at batch 8, WER, in one process.
 
     python benchmarks/bench_fast_student.py --workdir runs/demo/full \
-        --student window=runs/demo/full/variants/window5-0 --student 30s=runs/demo/full/variants/augment-0 --int8
+        --student window=runs/demo/full/variants/window5-0 --student 30s=runs/demo/full/variants/augment-0 --int8 window
 
 The teacher runs as users run it today (HF ``generate``, the 30-s encoder window, float32). Every student runs
 as it was saved: a student trained for a short encoder window (``student.encoder_window``) decodes with that
-window without being told, one trained at 30 s at 30 s. With ``--int8`` every student is also evaluated with its
+window without being told, one trained at 30 s at 30 s. With ``--int8 [NAME ...]`` the named students (all when none is named) are also evaluated with its
 output layer in int8 (:mod:`whisperkd.models.output_layer`; a copy of its ``student_final/`` whose config asks for
 it, under the report folder). All models are loaded into one process and take turns batch by batch
 (:func:`whisperkd.evaluate.runner.evaluate_models`) on the demo's held-out synthetic voices, the six real clips and
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo/full"), help="a finished full demo's folder")
     parser.add_argument("--student", action="append", default=[], metavar="NAME=RUN", help="a student to compare")
-    parser.add_argument("--int8", action="store_true", help="also every student with its output layer in int8")
+    parser.add_argument("--int8", nargs="*", default=None, metavar="NAME",
+                        help="also these students (none named: every student) with the output layer in int8")
     parser.add_argument("--real-speech", type=Path, default=REAL_SPEECH)
     parser.add_argument("--repeats", type=int, default=1, help="latency repeats per utterance")
     parser.add_argument("--limit", type=int, default=None, help="only the first N utterances of each set (a quick check)")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--student {item}: give NAME=RUN", file=sys.stderr)
             return 2
         models[name] = run
-        if args.int8:
+        if args.int8 is not None and (not args.int8 or name in args.int8):
             models[f"{name} + int8 output layer"] = str(int8_copy(Path(run), out / "int8" / name))
     corpus = args.workdir / "corpus"
     sets = [str(corpus / "test" / "manifest.jsonl"), str(args.real_speech), str(corpus / "real-dev" / "manifest.jsonl")]

@@ -146,6 +146,11 @@ def test_the_saved_student_decodes_with_its_window_untold(windowed_run, tiny_set
     assert decode.transcribe_arrays(model, processor, audio, window="auto") == untold
     decode.transcribe_arrays(model, processor, audio, window="off")
     assert seen[-1] == 30
+    from whisperkd.evaluate.engines import open_model
+
+    seen.clear()
+    assert open_model(str(result.run_dir)).transcribe(audio) == untold  # `whisperkd evaluate TEACHER RUN`
+    assert seen == [4, 2]
 
 
 def test_another_window_keeps_the_teacher_cache(windowed_run, tiny_setup, tmp_path):
