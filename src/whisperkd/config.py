@@ -58,15 +58,10 @@ class StudentConfig:
     train_decoder: StrictBool = True
     train_embeddings: StrictBool = False
     gradient_checkpointing: StrictBool = False
-    # Train for a short encoder window (whisperkd.models.window): null (30 s), "auto" (per utterance, the shortest
-    # multiple of window_step seconds holding its audio + window_margin) or whole seconds. Needs the frozen
-    # encoder shared with the teacher and the teacher cache: the windowed encoder outputs are cached too.
-    encoder_window: StrictStr | StrictInt | None = None
-    window_step: StrictInt = 5
+    encoder_window: StrictStr | StrictInt | None = None  # null (30 s), auto or seconds: docs/distill.md
+    window_step: StrictInt = 5  # auto: the shortest multiple of window_step s holding the audio + window_margin
     window_margin: StrictFloat = 0.5
-    # The saved student's output layer when it transcribes on CPU (whisperkd.models.output_layer): float32, or int8
-    # (torch dynamic quantisation at load time; the saved weights stay float32).
-    output_layer: Literal["float32", "int8"] = "float32"
+    output_layer: Literal["float32", "int8"] = "float32"  # int8 on CPU at load time (models/output_layer.py)
 
     def window(self):
         """The :class:`~whisperkd.models.window.Window` this student trains for, or None (30 s)."""
@@ -264,9 +259,8 @@ def _check(cfg: Config) -> Config:
         s.window()
     except ValueError as err:
         raise UserError(f"config student.encoder_window: {err}") from None
-    if s.encoder_window is not None:
-        need(c.enabled, "student.encoder_window", "training for a window reads the windowed encoder outputs from the "
-             "teacher cache; set cache.enabled=true")
+    need(s.encoder_window is None or c.enabled, "student.encoder_window", "training for a window reads the windowed "
+         "encoder outputs from the teacher cache; set cache.enabled=true")
     if not lo.enabled:
         need(s.train_encoder or s.train_decoder or s.train_embeddings, "student.train_decoder",
              "nothing trains: enable lora or set one of student.train_encoder/train_decoder/train_embeddings")

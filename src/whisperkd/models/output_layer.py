@@ -19,6 +19,10 @@ import warnings
 import torch
 from torch import nn
 
+with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; 2.13 still has it
+    warnings.simplefilter("ignore")
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
 CONFIG_KEY = "whisperkd_output_layer"
 CHOICES = ("float32", "int8")
 
@@ -33,10 +37,8 @@ def mark_int8(model, choice: str = "int8") -> None:
 def quantize_output_layer(model):
     """Replace ``model.proj_out`` by its int8 dynamically quantised copy (in place; returns ``model``).
     Only for inference: the quantised layer has no gradients and is no longer tied to the token embedding."""
-    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; 2.13 still has it
+    with warnings.catch_warnings():  # quantize_dynamic warns about the same move on every call
         warnings.simplefilter("ignore")
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
         holder = nn.Sequential(nn.Linear(model.proj_out.in_features, model.proj_out.out_features, bias=False))
         holder[0].weight = nn.Parameter(model.proj_out.weight.detach().clone(), requires_grad=False)
         model.proj_out = quantize_dynamic(holder, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)[0]
