@@ -151,8 +151,7 @@ def setup(cfg: Config, resume: bool = False) -> Run:
         dataset = speech_dataset(cfg, train_utts, built.processor, skiplog, "train")
         dataset = MemoDataset(dataset, d.memo_size) if d.memo_size else dataset
     # A student trained for a window: a batch holds utterances of one window (their stored encoder frames).
-    windows = (lambda utts: [teacher.windowed.frames(u.id) or 0 for u in utts]) if isinstance(
-        teacher, WindowedTeacher) else (lambda utts: None)
+    windows = teacher.windows if isinstance(teacher, WindowedTeacher) else (lambda utts: None)
     data = TrainBatches(dataset, collate, utterance_lengths(train_utts), tr.batch_size, tr.seed,
                         d.length_grouped, d.num_workers, acc.num_processes, acc.process_index, windows(train_utts))
     dev = dev_batches(speech_dataset(cfg, dev_utts, built.processor, skiplog, "dev"), collate, cfg.eval.batch_size,

@@ -154,6 +154,10 @@ class WindowedTeacher:
         self.teacher, self.windowed, self.needs = teacher, windowed, needs
         self.out_device = torch.device(out_device)
 
+    def windows(self, utterances: Sequence[Utterance]) -> list[int]:
+        """Each utterance's stored encoder frames (0 when not stored): the keys batches are grouped by."""
+        return [self.windowed.frames(u.id) or 0 for u in utterances]
+
     def __call__(self, batch: dict):
         out = self.teacher(batch)
         out.encoder_hidden_states = self.windowed.batch(batch["ids"]).to(self.out_device, torch.float32)
