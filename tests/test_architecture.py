@@ -16,6 +16,7 @@ LAYERS = [
     ("data",),
     ("config", "config_schema", "config_yaml"),
     ("distill", "evaluate"),  # siblings: neither imports the other
+    ("deploy",),
     ("tuning",),
     ("commands", "cli", "demo", "demo_real", "demo_settings", "__main__"),
 ]
