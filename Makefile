@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,text,piper,postgres,datasets]'
+	$(PY) -m pip install --quiet -e '.[test,text,piper,postgres,datasets,deploy]'
 	touch $(STAMP)
 
 system-packages: $(SYSTEM_STAMP)
