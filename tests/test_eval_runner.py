@@ -225,3 +225,28 @@ def test_ct2_parameter_count_reads_headers(tmp_path):
     (tmp_path / "model.bin").write_bytes(blob[:40])
     with pytest.raises(UserError, match="truncated"):
         ct2_parameter_count(tmp_path / "model.bin")
+
+
+class _Oracle:
+    """An engine of another kind: it answers the references of ``tiny_set`` (keyed by length)."""
+
+    kind, path, device, dtype, parameters, trainable_parameters, disk_bytes = "oracle", None, "cpu", "-", 0, None, 0
+
+    def transcribe(self, audios):
+        return [f"word number {int(round(2 * len(a) / 16000)) - 2}" for a in audios]
+
+
+@pytest.mark.real
+def test_engines_of_other_kinds_take_turns_with_specs(random_dirs, tiny_set, tmp_path, monkeypatch):
+    from whisperkd.evaluate.runner import evaluate_models
+
+    teacher, _ = random_dirs
+    monkeypatch.setattr("whisperkd.models.decode.max_new_tokens_for", lambda seconds, limit=440: 4)
+    opened = []
+    metrics = evaluate_models([str(teacher), ("oracle", lambda: opened.append(1) or _Oracle())], [str(tiny_set)],
+                              tmp_path, batch_size=2, repeats=1, latency=False)
+    assert opened == [1]
+    assert [(m["label"], m["engine"], m["model"]) for m in metrics["models"]] == [
+        ("teacher", "hf", str(teacher)), ("oracle", "oracle", "oracle")]
+    oracle = next(r for r in metrics["results"] if r["model"] == "oracle")
+    assert oracle["wer"] == 0.0 and oracle["vs_reference"]["reference"] == "teacher"

@@ -16,7 +16,7 @@ import logging
 import os
 import platform
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,11 +239,15 @@ def add_ratios(results: list[dict]) -> None:
         }
 
 
-def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: str | Path, batch_size: int = 8,
+def evaluate_models(models: Sequence[str | tuple[str, Callable]], data: Sequence[str | Path], out_dir: str | Path,
+                    batch_size: int = 8,
                     repeats: int = 3, limit: int | None = None, device: str | None = None,
                     dtype: torch.dtype | None = None, latency: bool = True, loop_guard: bool = False,
                     encoder_window: str | int | None = None, fallback: Fallback | None = None) -> dict:
     """Evaluate every model on every set; write metrics.json, metrics.md and utterances.jsonl in ``out_dir``.
+    A model is a spec that :func:`~whisperkd.evaluate.engines.open_model` opens, or ``(label, open)``: ``open()``
+    returns an engine of another kind (a benchmark's faster-whisper, speculative decoding) with the same
+    attributes and ``transcribe(audios) -> texts``; the first model is the reference of the speed-ups.
     ``loop_guard``: cut repetition loops out of every transcript before scoring (whisperkd.evaluate.loops);
     ``encoder_window``: run HF models' encoders on a shorter window (whisperkd.models.window);
     ``fallback``: Whisper's temperature fallback for HF models (whisperkd.models.decode.Fallback).
@@ -270,17 +274,21 @@ def evaluate_models(models: Sequence[str], data: Sequence[str | Path], out_dir: 
     machine = machine_info(device)
 
     for spec in models:  # fail fast, before any audio is decoded
-        check_model(spec)
+        if isinstance(spec, str):
+            check_model(spec)
     set_labels = _unique([_set_label(Path(p)) for p in data])
     sets = [load_set(p, limit, skiplog, label) for p, label in zip(data, set_labels)]
-    labels = _unique([model_label(m) for m in models])
+    labels = _unique([model_label(m) if isinstance(m, str) else m[0] for m in models])
     engines, model_rows = {}, []
     for spec, label in zip(models, labels):
-        logger.info(f"loading {spec} ...")
+        logger.info(f"loading {label} ...")
         memory.release_free_memory()
         rss0, gpu0 = memory.current_rss(), memory.cuda_allocated(device)
-        engine = open_model(spec, device=device, dtype=dtype, loop_guard=loop_guard, encoder_window=encoder_window,
-                            fallback=fallback)
+        if isinstance(spec, str):
+            engine = open_model(spec, device=device, dtype=dtype, loop_guard=loop_guard,
+                                encoder_window=encoder_window, fallback=fallback)
+        else:
+            engine, spec = spec[1](), label
         rss1, gpu1 = memory.current_rss(), memory.cuda_allocated(device)
         engines[label] = engine
         model_rows.append({
