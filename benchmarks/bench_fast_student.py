@@ -25,6 +25,7 @@ from pathlib import Path
 from whisperkd.cli import quiet_libraries, show_progress
 from whisperkd.demo_settings import REAL_SPEECH
 from whisperkd.evaluate.runner import evaluate_models
+from whisperkd.evaluate.tables import overall_speed
 from whisperkd.models.loading import resolve
 from whisperkd.models.output_layer import CONFIG_KEY
 
@@ -48,22 +49,15 @@ def table(metrics: dict, names: list[str]) -> str:
     head = "| model | " + " | ".join(f"WER {s}" for s in sets) + " | latency p50, batch 1 | RTF, batch 8 | " \
         "speed-up, batch 1 | speed-up, batch 8 |"
     lines = [head, "|---|" + "---|" * (len(sets) + 4)]
-    rows = []
+    speed = overall_speed(metrics)
+    teacher_rtf, teacher_latency = speed[metrics["models"][0]["label"]]
     for name, model in zip(names, metrics["models"]):
         res = {r["set"]: r for r in metrics["results"] if r["model"] == model["label"]}
-        # speed over all sets together: total seconds over total audio (batch 8), mean per-utterance latency
-        audio = sum(s["audio_seconds"] for s in metrics["sets"])
-        seconds = sum(res[s]["speed"]["rtf"] * m["audio_seconds"] for s, m in zip(sets, metrics["sets"]))
-        lat = [res[s]["speed"].get("latency_p50_s") for s in sets]
-        rows.append((name, res, seconds / audio, None if None in lat else sum(
-            latency * m["utterances"] for latency, m in zip(lat, metrics["sets"])) / sum(
-            m["utterances"] for m in metrics["sets"])))
-    teacher = rows[0]
-    for name, res, rtf, latency in rows:
+        rtf, latency = speed[model["label"]]
         wers = " | ".join(f"{100 * res[s]['wer']:.1f} %" for s in sets)
         lat = "n/a" if latency is None else f"{1000 * latency:.0f} ms"
-        up1 = "n/a" if latency is None or teacher[3] is None else f"{teacher[3] / latency:.2f}x"
-        lines.append(f"| {name} | {wers} | {lat} | {rtf:.3f} | {up1} | {teacher[2] / rtf:.2f}x |")
+        up1 = "n/a" if latency is None or teacher_latency is None else f"{teacher_latency / latency:.2f}x"
+        lines.append(f"| {name} | {wers} | {lat} | {rtf:.3f} | {up1} | {teacher_rtf / rtf:.2f}x |")
     return "\n".join(lines)
 
 

@@ -59,6 +59,21 @@ def models_table(metrics: dict) -> str:
     return _table(header, rows)
 
 
+def overall_speed(metrics: dict) -> dict[str, tuple[float, float | None]]:
+    """Per model label, speed over all sets together: ``(rtf, latency)``: total processing seconds of the batched
+    passes over total audio, and the per-set latency p50 at batch 1 weighted by the sets' utterances (None when
+    latency was not measured)."""
+    sets = metrics["sets"]
+    audio, utterances = sum(s["audio_seconds"] for s in sets), sum(s["utterances"] for s in sets)
+    out = {}
+    for m in metrics["models"]:
+        res = {r["set"]: r["speed"] for r in metrics["results"] if r["model"] == m["label"]}
+        rtf = sum(res[s["label"]]["rtf"] * s["audio_seconds"] for s in sets) / audio
+        lat = [res[s["label"]].get("latency_p50_s") for s in sets]
+        out[m["label"]] = (rtf, None if None in lat else sum(x * s["utterances"] for x, s in zip(lat, sets)) / utterances)
+    return out
+
+
 def metrics_markdown(metrics: dict, title: str = "Evaluation", level: int = 1) -> str:
     """The whole of ``metrics.md``."""
     h = "#" * level
