@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "distill",
     "evaluate",
     "report",
+    "export",
     "cache",
     "label",
     "tune",

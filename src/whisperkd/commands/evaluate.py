@@ -36,7 +36,7 @@ def register(sub) -> None:
                    help="HF models: Whisper's temperature fallback (decode again, sampling at 0.2 ... 1.0, the "
                         "utterances whose greedy decode compresses too well or is too unlikely); default: greedy")
     p.add_argument("--encoder-window", default=None, metavar="auto|SECONDS",
-                   help="HF models' encoder window: seconds, auto (per utterance, the shortest multiple of 5 s that "
+                   help="encoder window (HF and CTranslate2 models): seconds, auto (per utterance, the shortest multiple of 5 s that "
                         "holds it) or off (30 s); default: the window each model was trained for, else 30 s")
     p.set_defaults(func=run)
 

@@ -4,9 +4,12 @@
   ``student_final/``) or a hub id, through :func:`whisperkd.models.loading.load_model`;
 - a CTranslate2 (faster-whisper) directory (it holds ``model.bin``), run with ``ctranslate2.models.Whisper``.
 
-Both decode greedily in English from log-mel features of audio padded to 30 s (HF's WhisperFeatureExtractor)
-with the same token cap, :func:`whisperkd.models.decode.max_new_tokens_for` (looked up at call time). HF models
-can decode with Whisper's temperature fallback instead (``fallback``); CTranslate2 ones cannot.
+Both decode greedily in English from log-mel features (HF's WhisperFeatureExtractor) with the same token cap,
+:func:`whisperkd.models.decode.max_new_tokens_for` (looked up at call time), and the same encoder window
+(:mod:`whisperkd.models.window`): the one asked for, else the one the model was trained for (an HF config's
+``whisperkd_window``; the same dict in a CTranslate2 ``config.json``, written by ``whisperkd export``), else 30 s.
+CTranslate2's ``Whisper.generate`` takes the shorter log-mel window as it is. HF models can decode with
+Whisper's temperature fallback instead (``fallback``); CTranslate2 ones cannot.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import ctranslate2
 import numpy as np
@@ -30,6 +34,8 @@ from whisperkd.models.loading import load_model, load_processor, resolve
 from whisperkd.models.output_layer import for_inference
 from whisperkd.models.run_folder import ADAPTER_DIR, read_run_config, run_folder
 from whisperkd.models.tokenizer import build_tokenizer
+from whisperkd.models.window import CONFIG_KEY as WINDOW_KEY
+from whisperkd.models.window import FRAMES_PER_SECOND, Window, resolve_window, window_batches
 
 CT2_MAX_LENGTH = 448
 
@@ -144,11 +150,30 @@ def ct2_parameter_count(model_bin: Path) -> int:
     return total
 
 
+def ct2_config(path: Path) -> dict:
+    """The ``config.json`` of a CTranslate2 directory as a dict (``{}`` when it has none)."""
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise UserError(f"{file}: not valid JSON ({err})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def ct2_window(config: dict, window: str | int | Window | None = None) -> Window:
+    """:func:`whisperkd.models.window.resolve_window` for a CTranslate2 model, whose stored window is the
+    ``whisperkd_window`` of its ``config.json`` (the dict an HF config holds) instead of a config attribute."""
+    return resolve_window(SimpleNamespace(config=SimpleNamespace(**{WINDOW_KEY: config.get(WINDOW_KEY)})), window)
+
+
 class CT2Whisper:
     """A CTranslate2 Whisper directory, decoded greedily with the decoder prompt of its tokenizer."""
 
     kind = "ctranslate2"
     loop_guard = False
+    encoder_window: str | int | Window | None = None  # None: the stored window, else 30 s; seconds or "auto"
 
     def __init__(self, spec: str, device: str = "cpu", compute_type: str = "default"):
         ctranslate2.set_log_level(logging.ERROR)  # not the float16 -> float32 notice on CPU
@@ -157,6 +182,8 @@ class CT2Whisper:
             raise UserError(f"{path}: model.bin is split in parts; join them first (cat model.bin.part1 "
                             f"model.bin.part2 ... > model.bin)")
         self.path = path
+        self.config = ct2_config(path)
+        ct2_window(self.config)  # a stored window that is no window: refused now, not at the first clip
         on_cuda = str(device).startswith("cuda")
         index = int(str(device).split(":")[1]) if on_cuda and ":" in str(device) else 0
         try:
@@ -177,30 +204,41 @@ class CT2Whisper:
         self.trainable_parameters = None
         self.disk_bytes = directory_size(path)
 
+    @property
+    def window(self) -> Window:
+        """The encoder window this engine decodes with (``encoder_window``, else the stored one, else 30 s)."""
+        return ct2_window(self.config, self.encoder_window)
+
     def transcribe(self, audios: list[np.ndarray]) -> list[str]:
         feats = self.features(audios, sampling_rate=_transcribe.SAMPLE_RATE, return_tensors="np").input_features
-        cap = _transcribe.max_new_tokens_for(max(len(a) for a in audios) / _transcribe.SAMPLE_RATE)
-        # max_length also counts the prompt, and ctranslate2 4.x stops near max_length / 2 new tokens:
-        # ask for enough and cut at the same cap as the HF engine (greedy decoding is prefix-stable).
-        max_length = min(CT2_MAX_LENGTH, 2 * cap + len(self.prompt))
-        results = self.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32)),
-                                      [self.prompt] * len(audios), beam_size=1, max_length=max_length)
-        return _guarded(self, [self.tokenizer.decode(r.sequences_ids[0][:cap], skip_special_tokens=True).strip()
-                               for r in results])
+        seconds = [len(a) / _transcribe.SAMPLE_RATE for a in audios]
+        texts: list[str] = [""] * len(audios)
+        # As the HF engine (whisperkd.models.decode.transcribe_arrays): one batch per window, cut to its frames.
+        for window, members in window_batches(seconds, self.window, max(1, len(audios))):
+            batch = np.ascontiguousarray(feats[members][..., :window * FRAMES_PER_SECOND], dtype=np.float32)
+            cap = _transcribe.max_new_tokens_for(max(seconds[i] for i in members))
+            # max_length also counts the prompt, and ctranslate2 4.x stops near max_length / 2 new tokens:
+            # ask for enough and cut at the same cap as the HF engine (greedy decoding is prefix-stable).
+            max_length = min(CT2_MAX_LENGTH, 2 * cap + len(self.prompt))
+            results = self.model.generate(ctranslate2.StorageView.from_array(batch), [self.prompt] * len(members),
+                                          beam_size=1, max_length=max_length)
+            for i, r in zip(members, results):
+                texts[i] = self.tokenizer.decode(r.sequences_ids[0][:cap], skip_special_tokens=True).strip()
+        return _guarded(self, texts)
 
 
 def open_model(spec: str, device: str = "cpu", dtype: torch.dtype | None = None, loop_guard: bool = False,
                encoder_window: str | int | None = None, fallback: _transcribe.Fallback | None = None):
     """An :class:`HFWhisper` or :class:`CT2Whisper` for ``spec``; UserError when it cannot be loaded.
     ``loop_guard``: cut repetition loops out of every transcript (whisperkd.evaluate.loops);
-    ``encoder_window``: seconds or "auto" for HF models (whisperkd.models.window); CTranslate2 refuses it;
+    ``encoder_window``: None (the window the model was trained for, else 30 s), seconds or "auto"
+    (whisperkd.models.window), for HF and CTranslate2 models alike;
     ``fallback``: Whisper's temperature fallback (whisperkd.models.decode.Fallback), HF models only."""
     if is_ct2_dir(Path(spec).expanduser()):
-        if encoder_window not in (None, 30):
-            raise UserError(f"{spec}: --encoder-window works with HF models only; CTranslate2 always uses 30 s")
         if fallback is not None:
             raise UserError(f"{spec}: --fallback works with HF models only; CTranslate2 models decode greedily")
         engine = CT2Whisper(spec, device=device)
+        engine.encoder_window = encoder_window
     else:
         if dtype is None:
             dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
