@@ -182,8 +182,10 @@ def test_transcribe_guards_by_default_and_no_fallback_turns_it_off(tmp_path, mon
         decoded.extend([Decoded(2, 0.2)] * len(audios) if fallback else [Decoded()] * len(audios))
         return ["some words"] * len(audios)
 
+    import whisperkd.deploy.decoders  # noqa: F401  (imported before the patches: engines binds load_model at import)
+
     monkeypatch.setattr(decode, "transcribe_arrays", fake)
-    monkeypatch.setattr(loading, "load_model", lambda spec: None)
+    monkeypatch.setattr(loading, "load_model", lambda spec: SimpleNamespace(config=SimpleNamespace()))
     monkeypatch.setattr(loading, "load_processor", lambda spec: None)
     clip = tmp_path / "clip.wav"
     sf.write(clip, 0.1 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
