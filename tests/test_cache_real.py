@@ -65,7 +65,8 @@ def test_cached_kl_is_within_one_percent_of_the_online_kl(setup, temperature):
             log_p = torch.log_softmax(online.logits / temperature, dim=-1)
             top, index = log_p.topk(DEFAULT_TOPK, dim=-1)  # top-k at this T (the cache's own is at T = 2)
             if temperature == 2.0:
-                torch.testing.assert_close(topk.topk_logprobs[labels != -100], top[labels != -100], atol=1e-5, rtol=0)
+                # float32 log-softmax over 51,865 logits: 1.3e-5 apart seen on an Intel Xeon (1 of 2,304 values)
+                torch.testing.assert_close(topk.topk_logprobs[labels != -100], top[labels != -100], atol=3e-5, rtol=0)
             sums["bucket"] += float(kl_divergence_topk(top, index, logits, labels, temperature)) * n
             tokens += n
     online, cached, bucket = (sums[k] / tokens for k in ("online", "cached", "bucket"))
