@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import ctranslate2
 import numpy as np
 
-from whisperkd.deploy.transcript import Segment
+from whisperkd.deploy.transcript import Segment, segment_text
 from whisperkd.evaluate.engines import CT2_MAX_LENGTH
 from whisperkd.models.decode import SAMPLE_RATE, Fallback, max_new_tokens_for, token_compression_ratio
 from whisperkd.models.window import FRAMES_PER_SECOND
@@ -148,10 +148,6 @@ def split_window(tokens: list[int], first_timestamp: int, offset: float, size: i
     return found, seek if 0 < seek <= size else size
 
 
-def _text(tokenizer, tokens: list[int], first_timestamp: int) -> str:
-    return tokenizer.decode([t for t in tokens if t < first_timestamp], skip_special_tokens=True).strip()
-
-
 def ct2_texts(engine, audios: list, seconds: int, fallback: Fallback | None = None, seed: int = 0
               ) -> tuple[list[Decode], list[str], int]:
     """Decodes and texts of recordings that fit a ``seconds``-long window, without timestamps; and how many
@@ -191,7 +187,7 @@ def ct2_segments(engine, audios: list, seconds: int, fallback: Fallback | None =
             moved = size
             if not d.skip:
                 parts, moved = split_window(d.tokens, first_timestamp, seek[i] / FRAMES_PER_SECOND, size)
-                found[i] += [Segment(start, end, _text(engine.tokenizer, tokens, first_timestamp))
+                found[i] += [Segment(start, end, segment_text(engine.tokenizer, tokens, first_timestamp))
                              for start, end, tokens in parts]
             seek[i] += moved
             if progress is not None:

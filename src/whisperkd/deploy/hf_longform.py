@@ -24,7 +24,7 @@ from contextlib import nullcontext
 
 import torch
 
-from whisperkd.deploy.transcript import Segment
+from whisperkd.deploy.transcript import Segment, segment_text
 from whisperkd.errors import UserError
 from whisperkd.models import decode
 from whisperkd.models.window import FRAMES_PER_SECOND, encoder_window
@@ -38,10 +38,6 @@ def timestamp_begin(model) -> int:
                         "(srt, vtt, audio longer than the encoder window) need; copy its teacher's "
                         "generation_config.json into the model folder")
     return int(no_timestamps) + 1
-
-
-def _text(tokenizer, tokens, first_timestamp: int) -> str:
-    return tokenizer.decode([t for t in tokens if t < first_timestamp], skip_special_tokens=True).strip()
 
 
 @torch.no_grad()
@@ -76,7 +72,8 @@ def hf_segments(model, processor, audios: list, seconds: int, fallback: decode.F
                              return_segments=True, condition_on_prev_tokens=False, monitor_progress=monitor,
                              **kwargs)
     tokenizer = processor.tokenizer
-    found = [[Segment(float(s["start"]), float(s["end"]), _text(tokenizer, s["tokens"].tolist(), first_timestamp))
-              for s in row] for row in out["segments"]]
+    found = [[Segment(float(s["start"]), float(s["end"]),
+                      segment_text(tokenizer, s["tokens"].tolist(), first_timestamp)) for s in row]
+             for row in out["segments"]]
     redecoded = sum(1 for temperature, _, _ in calls if temperature > 0)
     return found, redecoded

@@ -45,3 +45,8 @@ def timed(segments: list[Segment], duration: float) -> Transcript:
         out.append(Segment(round(start, 3), round(end, 3), text))
         last = end
     return Transcript(" ".join(s.text for s in out), out)
+
+
+def segment_text(tokenizer, tokens, first_timestamp: int) -> str:
+    """The text of a segment's tokens: timestamp tokens (ids from ``first_timestamp`` on) and special tokens left out."""
+    return tokenizer.decode([t for t in tokens if t < first_timestamp], skip_special_tokens=True).strip()
